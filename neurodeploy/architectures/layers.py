@@ -1,0 +1,297 @@
+"""Building blocks shared by every architecture family, for both twins.
+
+One definition builds two twins. ``Twin("cnn")`` gives ReLU and max pooling;
+``Twin("snn")`` gives LIF populations and average pooling, and drops
+squeeze-excitation and gates. Everything else (convolutions, BatchNorm,
+torch.cat, channel shuffle, residual adds) is the same code for both.
+
+Multi-step execution. A spiking network runs for T timesteps. Tensors flow
+with time folded into the batch, shaped (T*B, C, H, W), so every layer that
+is not a neuron (conv, BatchNorm, cat, shuffle, pooling) processes all
+timesteps in one call. Only :class:`LIF` unfolds time to run its recurrence.
+The input image (direct encoding) is static: it flows with batch B until the
+first LIF, which presents that current at every timestep, so the first
+projection is computed once, not T times.
+
+Deployment arithmetic. In eval mode a :class:`ConvBN` of the spiking twin
+computes with its *deployed* parameters: BatchNorm folded into the conv
+(w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps))
+and then snapped to a per-output-channel power-of-two grid fine enough that
+every sum of its weights over binary (or dyadic pooled) inputs is exact in
+float32 (:func:`snap_to_exact_grid`). Exact sums do not depend on summation
+order, so the lowered NIR graph (branches written into channel slices and
+summed by fan-in, permutations folded into weights) reproduces the eval-mode
+model bit for bit. The exporter writes exactly these deployed parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from .. import dynamics
+
+# Bits of headroom below the weight grid for dyadic pooled inputs: average
+# pooling of spikes over k x k gives multiples of 1/k^2; 8 bits covers k <= 16.
+POOLED_INPUT_BITS = 8
+FLOAT32_MANTISSA_BITS = 24
+
+
+def snap_to_exact_grid(weight: torch.Tensor, bias: torch.Tensor | None):
+    """Round each output channel's weights and bias to a grid 2^e such that
+    every partial sum over inputs in [0, 1] with <= POOLED_INPUT_BITS
+    fractional bits is an exact float32.
+
+    With S = sum|w| + |b| for the channel, all partial sums are multiples of
+    2^(e - POOLED_INPUT_BITS) bounded by S, so they are exact when
+    S <= 2^(24 + e - POOLED_INPUT_BITS), i.e. e = ceil(log2 S) - 24 + 8.
+    That leaves roughly 16 - log2(fan_in) bits for the largest weight.
+    """
+    w = weight.detach().double()
+    rows = w.reshape(w.shape[0], -1)
+    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    total = rows.abs().sum(1) + b.abs()
+    total = torch.where(total > 0, total, torch.ones_like(total))
+    exponent = torch.ceil(torch.log2(total)) - FLOAT32_MANTISSA_BITS + POOLED_INPUT_BITS
+    grid = torch.pow(2.0, exponent)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    w_snapped = torch.round(w / grid.view(shape)) * grid.view(shape)
+    b_snapped = torch.round(b / grid) * grid
+    return w_snapped.float(), b_snapped.float()
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire population, reset to zero, arctan surrogate.
+
+        v[t] = beta * v[t-1] + I[t]
+        s[t] = v[t] > threshold
+        v[t] = 0 where s[t]
+
+    (the NIR LIF with tau = dt/(1-beta), r = tau/dt, v_leak = 0, v_reset = 0;
+    see :mod:`neurodeploy.dynamics`, whose code runs it). beta and threshold
+    are fixed hyper-parameters; :meth:`nir_parameters` expands them to arrays
+    of the full population shape, as NIR needs. ``timesteps`` and ``batch``
+    are set by the owning model before each forward.
+    """
+
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, surrogate_slope: float = 2.0):
+        super().__init__()
+        self.beta, self.threshold, self.surrogate_slope = beta, threshold, surrogate_slope
+        self.timesteps, self.batch = 1, None
+        self.population_shape: tuple | None = None
+        self.dt = dynamics.DEFAULT_DT
+        self._coeffs = None
+
+    def nir_parameters(self, shape=None) -> dict:
+        shape = tuple(shape or self.population_shape)
+        tau, r = dynamics.beta_to_nir(np.full(shape, self.beta, dtype=np.float32), self.dt)
+        return {"tau": tau, "r": r, "v_leak": np.zeros(shape), "v_threshold": np.full(shape, float(self.threshold)),
+                "v_reset": np.zeros(shape)}
+
+    def coefficients(self, device) -> dynamics.LIFCoefficients:
+        if self._coeffs is None or self._coeffs.decay.device != torch.device(device):
+            p = self.nir_parameters(shape=())
+            self._coeffs = dynamics.lif_coefficients(p["tau"], p["r"], p["v_leak"], p["v_threshold"],
+                                                     p["v_reset"], self.dt).to(device)
+        return self._coeffs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B = self.timesteps, self.batch if self.batch is not None else x.shape[0] // self.timesteps
+        self.population_shape = tuple(x.shape[1:])
+        if x.shape[0] == B and T > 1:        # static input current: present it at every step
+            current = x.unsqueeze(0).expand(T, *x.shape)
+        else:
+            current = x.reshape(T, B, *x.shape[1:])
+        spikes = dynamics.lif_scan(current, self.coefficients(x.device), self.surrogate_slope)
+        return spikes.reshape(T * B, *x.shape[1:])
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}, surrogate=atan(slope={self.surrogate_slope})"
+
+
+class ConvBN(nn.Module):
+    """Conv2d (or a 1x1 'linear' conv) followed by BatchNorm.
+
+    Training: conv then BN with batch statistics. Eval: the spiking twin uses
+    the deployed (folded, snapped) parameters; the CNN twin runs conv + BN.
+    """
+
+    def __init__(self, cin, cout, kernel=1, stride=1, padding=None, groups=1, bn=True, snap=False,
+                 bias=None):
+        super().__init__()
+        padding = kernel // 2 if padding is None else padding
+        bias = (not bn) if bias is None else bias
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(cout) if bn else None
+        self.snap = snap
+
+    def deployed_parameters(self):
+        """(weight, bias) with BN folded and, for the spiking twin, snapped."""
+        w = self.conv.weight
+        b = self.conv.bias if self.conv.bias is not None else torch.zeros(w.shape[0], device=w.device)
+        if self.bn is not None:
+            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+            w = w * scale.view(-1, 1, 1, 1)
+            b = (b - self.bn.running_mean) * scale + self.bn.bias
+        if self.snap:
+            w, b = snap_to_exact_grid(w, b)
+        return w.detach(), b.detach()
+
+    def forward(self, x):
+        if self.training or not self.snap:
+            y = self.conv(x)
+            return self.bn(y) if self.bn is not None else y
+        w, b = self.deployed_parameters()
+        c = self.conv
+        return F.conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups)
+
+
+class LinearOut(nn.Module):
+    """Final fully connected layer; snapped like ConvBN in the spiking twin's eval mode."""
+
+    def __init__(self, cin, cout, snap=False):
+        super().__init__()
+        self.fc = nn.Linear(cin, cout)
+        self.snap = snap
+
+    def deployed_parameters(self):
+        if self.snap:
+            return snap_to_exact_grid(self.fc.weight, self.fc.bias)
+        return self.fc.weight.detach(), self.fc.bias.detach()
+
+    def forward(self, x):
+        if self.training or not self.snap:
+            return self.fc(x)
+        return F.linear(x, *self.deployed_parameters())
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation gate (CNN twin only: no exact spiking form)."""
+
+    def __init__(self, channels, reduced):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+
+
+@torch.fx.wrap
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: (g, C/g) -> transpose -> (C/g, g).
+
+    Wrapped for torch.fx so the exporter sees one ``channel_shuffle`` call
+    (a permutation it folds into the consumers) rather than view/transpose.
+    """
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+@dataclass(frozen=True)
+class Twin:
+    """Which twin a definition builds, and its neuron hyper-parameters."""
+
+    kind: str = "snn"            # "snn" | "cnn"
+    beta: float = 0.9
+    threshold: float = 1.0
+    surrogate_slope: float = 2.0
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind == "snn"
+
+    def act(self) -> nn.Module:
+        if self.spiking:
+            return LIF(self.beta, self.threshold, self.surrogate_slope)
+        return nn.ReLU(inplace=False)
+
+    def pool(self, kernel: int, stride: int | None = None) -> nn.Module:
+        stride = stride or kernel
+        return nn.AvgPool2d(kernel, stride) if self.spiking else nn.MaxPool2d(kernel, stride)
+
+    def conv(self, cin, cout, kernel=1, stride=1, padding=None, groups=1, bn=True, bias=None) -> ConvBN:
+        return ConvBN(cin, cout, kernel, stride, padding, groups, bn=bn, snap=self.spiking, bias=bias)
+
+    def linear(self, cin, cout) -> LinearOut:
+        return LinearOut(cin, cout, snap=self.spiking)
+
+    def se(self, channels, reduced) -> nn.Module:
+        return nn.Identity() if self.spiking else SqueezeExcite(channels, max(1, reduced))
+
+
+class TwinModel(nn.Module):
+    """Base class of every zoo network.
+
+    ``forward(x)`` takes images (B, C, H, W) and returns class scores (B, K):
+    for the CNN twin the logits; for the spiking twin the output summed over
+    T timesteps (the readout is the spike count of the last population,
+    averaged over space where the architecture pools it). ``forward_steps``
+    returns the per-timestep output (T, B, K) that the NIR graph's Output
+    node produces.
+    """
+
+    def __init__(self, twin: Twin, timesteps: int = 4):
+        super().__init__()
+        self.twin = twin
+        self.timesteps = timesteps if twin.spiking else 1
+        self.arguments: dict = {}
+
+    def body(self, x):  # implemented by each family
+        raise NotImplementedError
+
+    def _set_time(self, batch):
+        for m in self.modules():
+            if isinstance(m, LIF):
+                m.timesteps, m.batch = self.timesteps, batch
+
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        self._set_time(x.shape[0])
+        y = self.body(x)
+        if y.shape[0] == x.shape[0] and self.timesteps > 1:   # never reached a neuron
+            y = y.unsqueeze(0).expand(self.timesteps, *y.shape)
+        return y.reshape(self.timesteps, x.shape[0], *y.shape[1:])
+
+    def forward(self, x):
+        return self.forward_steps(x).sum(0)
+
+    def lif_populations(self):
+        return [m for m in self.modules() if isinstance(m, LIF)]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: TwinModel, input_shape, device="cpu") -> int:
+    """Multiply-accumulates of one inference of the CNN twin (conv + linear, one timestep)."""
+    macs = 0
+
+    def conv_hook(m, inp, out):
+        nonlocal macs
+        macs += out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear_hook(m, inp, out):
+        nonlocal macs
+        macs += m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    was_training, steps = model.training, model.timesteps
+    model.eval()
+    model.timesteps = 1
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.timesteps = steps
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return int(macs)

@@ -1,0 +1,68 @@
+"""MnasNet-B1 scaled for 32x32 inputs (Tan et al., CVPR 2019).
+
+Inverted residual blocks (MBConv): 1x1 expansion -> kxk depthwise conv ->
+1x1 projection, with a residual add when stride is 1 and widths match.
+MnasNet-B1 has no squeeze-excitation.
+
+Both twins activate every projection, the block output included (the
+original's linear bottleneck has no spiking form: a neuromorphic core needs a
+neuron at the end of a projection, and the residual add becomes two
+projections summed into that population). CIFAR scaling: stem at stride 1,
+the first MBConv stage at stride 1, a width multiplier and a slim head.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .layers import Twin, TwinModel
+
+# expansion t, output channels c, repeats n, stride s, kernel k  (MnasNet-B1)
+STAGES = ((3, 24, 3, 1, 3), (3, 40, 3, 2, 5), (6, 80, 3, 2, 5), (6, 96, 2, 1, 3),
+          (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
+
+
+def scaled(c: float, width: float) -> int:
+    return max(8, int(c * width + 4) // 8 * 8)
+
+
+class MBConv(nn.Module):
+    def __init__(self, twin: Twin, cin, cout, expansion, kernel, stride):
+        super().__init__()
+        hidden = cin * expansion
+        self.residual = stride == 1 and cin == cout
+        self.expand = nn.Sequential(twin.conv(cin, hidden, 1), twin.act())
+        self.depthwise = nn.Sequential(twin.conv(hidden, hidden, kernel, stride, groups=hidden), twin.act())
+        self.project = twin.conv(hidden, cout, 1)
+        self.out_act = twin.act()
+
+    def forward(self, x):
+        y = self.project(self.depthwise(self.expand(x)))
+        return self.out_act(y + x if self.residual else y)
+
+
+class MnasNet(TwinModel):
+    def __init__(self, twin: Twin = Twin(), num_classes: int = 10, input_size: int = 32,
+                 in_channels: int = 3, timesteps: int = 4, width: float = 0.2, head: int = 128):
+        super().__init__(twin, timesteps)
+        self.arguments = dict(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
+                              width=width, head=head)
+        c0, c1 = scaled(32, width), scaled(16, width)
+        layers = [twin.conv(in_channels, c0, 3), twin.act(),
+                  twin.conv(c0, c0, 3, groups=c0), twin.act(),     # SepConv: depthwise ...
+                  twin.conv(c0, c1, 1), twin.act()]                # ... then pointwise
+        cin = c1
+        for t, c, n, s, k in STAGES:
+            cout = scaled(c, width)
+            for i in range(n):
+                layers.append(MBConv(twin, cin, cout, t, k, s if i == 0 else 1))
+                cin = cout
+        layers += [twin.conv(cin, head, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
+                   twin.linear(head, num_classes), twin.act()]
+        self.features = nn.Sequential(*layers)
+
+    def body(self, x):
+        return self.features(x)
+
+
+def mnasnet(twin=Twin(), **kw):
+    return MnasNet(twin, **kw)

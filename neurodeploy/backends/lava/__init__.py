@@ -1,0 +1,143 @@
+"""The Lava (Loihi simulation) backend: ``compile(graph_path, precision) -> LavaProgram``.
+
+Lava needs Python 3.10 (see runtime.py), so this side only checks the graph (plan.py,
+pure numpy + nir: an unsupported node fails here, by name) and runs the worker
+(worker.py) in the Lava runtime with files: the .nir graph and an inputs .npy go in,
+outputs.npy and result.json come back. A worker failure becomes one
+NeurodeployError line (the last line of its stderr); on a timeout or failure the
+worker's whole process group is killed, so no Lava process outlives a run.
+
+Precision: 'fixed' = Loihi 2 fixed point (Loihi2SimCfg(select_tag='fixed_pt'), 8-bit
+weights, 12-bit decays, 24-bit state; see fixed_point.py); 'float' = Lava's
+floating-point models with unquantised weights (tells quantisation error apart from
+semantic error: its spikes match the torch reference).
+
+Inputs are (N, *input_shape) presented every step (direct encoding) or a sequence
+(T, N, *input_shape). Outputs are (T, N, *output_shape), aligned step by step with the
+reference despite Lava's one-step delay per projection (plan.py explains how).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import NeurodeployError
+from ..base import RunCounters, RunResult
+from .runtime import ensure_runtime, install_runtime, runtime_path, runtime_status
+
+PRECISIONS = ("fixed", "float")
+
+
+def repo_root() -> Path:
+    """The folder that holds the ``neurodeploy`` package (the worker's PYTHONPATH)."""
+    import neurodeploy
+    files = list(getattr(neurodeploy, "__path__", []))
+    return Path(files[0]).resolve().parent
+
+
+@dataclass
+class LavaProgram:
+    graph_path: Path
+    precision: str = "fixed"
+    timeout: float = 1800.0
+    fast_conv: bool = True
+    input_shape: tuple = ()
+    last: dict = field(default_factory=dict)   # the worker's full result.json of the last run
+
+    def run(self, inputs: np.ndarray, timesteps: int) -> RunResult:
+        python = ensure_runtime()
+        x = np.asarray(inputs, dtype=np.float32)
+        shape = tuple(self.input_shape)
+        if shape and tuple(x.shape[1:]) != shape and tuple(x.shape[2:]) != shape:
+            raise NeurodeployError(f"input shape {tuple(x.shape)} does not fit the graph's input {shape}: "
+                                   f"give (N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")
+        if not np.isfinite(x).all():
+            raise NeurodeployError("the input holds NaN or infinite values")
+        with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-") as tmp:
+            tmp = Path(tmp)
+            np.save(tmp / "inputs.npy", x)
+            req = {"graph": str(self.graph_path), "inputs": str(tmp / "inputs.npy"),
+                   "timesteps": int(timesteps), "precision": self.precision,
+                   "out_dir": str(tmp / "out"), "fast_conv": self.fast_conv}
+            (tmp / "request.json").write_text(json.dumps(req))
+            t0 = time.perf_counter()
+            _run_worker(python, tmp / "request.json", self.timeout)
+            seconds = time.perf_counter() - t0
+            outputs = np.load(tmp / "out" / "outputs.npy")
+            result = json.loads((tmp / "out" / "result.json").read_text())
+        self.last = result
+        counters = RunCounters.from_dict(result["counters"])
+        counters.graph_sha256 = result["counters"].get("graph_sha256")
+        counters.backend = f"lava-{self.precision}"
+        spikes = {k: np.asarray(v) for k, v in result["population_spike_counts"].items()}
+        return RunResult(outputs=outputs, counters=counters, population_spike_counts=spikes,
+                         seconds=seconds)
+
+
+def _run_worker(python: Path, request: Path, timeout: float) -> None:
+    env = dict(os.environ)
+    root = str(repo_root())
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("PYTHONHOME", None)
+    cmd = [str(python), "-m", "neurodeploy.backends.lava.worker", str(request)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=root, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:   # timeout, Ctrl-C: take the worker and Lava's children down
+        _kill_group(proc)
+        proc.communicate()
+        raise NeurodeployError(f"the Lava worker did not finish within {timeout:.0f} s (killed)")
+    finally:
+        _kill_group(proc)   # Lava may leave helper processes in the group
+    if proc.returncode != 0:
+        lines = [l for l in err.strip().splitlines() if l.strip()]
+        last = lines[-1] if lines else f"exit status {proc.returncode}"
+        if last.startswith("error: "):
+            last = last[len("error: "):]
+        raise NeurodeployError(f"Lava run failed: {last}")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def compile(graph_path, precision: str = "fixed", timeout: float = 1800.0,
+            fast_conv: bool = True) -> LavaProgram:
+    """Check that the graph maps onto Lava (here, without the runtime) and return a program."""
+    import nir
+    from ...graph.metadata import conventions_of
+    from .plan import PlanError, build_plan
+
+    if precision not in PRECISIONS:
+        raise NeurodeployError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    path = Path(graph_path)
+    if not path.exists():
+        raise NeurodeployError(f"{path}: no such file")
+    try:
+        graph = nir.read(str(path), type_check=False)
+    except Exception as e:
+        raise NeurodeployError(f"{path}: cannot be read as a NIR graph ({type(e).__name__}: {e})") from e
+    try:
+        plan = build_plan(graph, conventions_of(graph))
+        if precision == "fixed":
+            from .compiler import Quantised
+            Quantised(plan, "fixed")   # fixed-point restrictions fail here, not in the worker
+    except PlanError as e:
+        raise NeurodeployError(f"{path}: {e}") from None
+    return LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape))
+
+
+__all__ = ["compile", "LavaProgram", "runtime_status", "install_runtime", "ensure_runtime",
+           "runtime_path", "repo_root"]

@@ -1,0 +1,327 @@
+"""Plan -> Lava processes, run, and read back (runs inside the Lava runtime, Python 3.10).
+
+See plan.py for the mapping (populations, paths, depths) and fixed_point.py for the
+integer formats. Here:
+
+- every population is a ``Population`` process (processes.py); every projection on a
+  path is a stock ``lava.proc.dense.Dense`` or ``lava.proc.conv.Conv`` process
+  (pooling = a depthwise ones-kernel Conv, a direct edge = an identity projection),
+  connected with Lava's virtual reshape/transpose ports; several paths into one
+  population connect several ``a_out`` to its one ``a_in`` (summed by Lava);
+- the Input's paths are evaluated on the host once per sample (or step, for a
+  sequence) and become the target population's ``drive``; in fixed mode with the
+  quantised weights, and the drive quantised like a Loihi bias (13-bit mantissa,
+  3-bit exponent), which is how netx feeds real-valued input;
+- pipeline alignment: population p runs sample s, step k at global step
+  s*T + k + depth(p); the run lasts N*T + max depth steps (see plan.py);
+- ``precision='fixed'`` runs ``Loihi2SimCfg(select_tag='fixed_pt')`` (never the untagged
+  config, which silently picks float models), ``'float'`` runs ``'floating_pt'`` with the
+  unquantised float weights.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from . import fixed_point as fx
+from .plan import INPUT, Path, Plan, PlanError, apply_op, fanout_nonzero, path_constant, path_linear
+
+MSG_BITS = 24  # graded messages (a projection fed by another projection)
+
+
+def _is_ones(op) -> bool:
+    """Weights that are exact 0/1 integers (pooling, identity): no quantisation needed."""
+    return op.ones or (op.weight is not None and bool(np.all((op.weight == 0) | (op.weight == 1))))
+
+
+def _carrier(path: Path) -> int:
+    """Index of the op that carries the path's real weights (fixed point)."""
+    proj = [i for i, op in enumerate(path.ops) if op.is_projection]
+    real = [i for i in proj if not _is_ones(path.ops[i])]
+    if len(real) > 1:
+        names = ", ".join(path.ops[i].node for i in real)
+        raise PlanError(f"projections {names} follow each other with no population in between; "
+                        "fixed point supports one weighted projection per path (use precision='float')")
+    return real[0] if real else proj[-1]
+
+
+class Quantised:
+    """Per path: integer weights per op (None for reshape), exponents, float equivalents."""
+
+    def __init__(self, plan: Plan, precision: str):
+        self.precision = precision
+        self.weights: Dict[int, List] = {}      # id(path) -> lava-side weights per op (NIR layout)
+        self.exps: Dict[int, List[int]] = {}
+        self.host_weights: Dict[int, List] = {}  # float weights to evaluate input paths with
+        self.scale: Dict[str, float] = {}
+        self.report: Dict[str, dict] = {"layers": {}, "populations": {}}
+        by_target: Dict[str, List[Path]] = {}
+        for p in plan.paths:
+            by_target.setdefault(p.target, []).append(p)
+        for name, pop in plan.pops.items():
+            paths = by_target.get(name, [])
+            if precision == "float":
+                for p in paths:
+                    ws = [op.effective_weight() for op in p.ops]
+                    self.weights[id(p)] = ws
+                    self.host_weights[id(p)] = ws
+                    self.exps[id(p)] = [0] * len(p.ops)
+                continue
+            self._fixed(name, pop, paths)
+
+    def _fixed(self, name, pop, paths):
+        g = pop.gain
+        if not np.all(g == g.flat[0]):
+            raise PlanError(f"population '{name}': fixed point needs one gain (r*dt/tau) per population")
+        if np.any(pop.v_reset != 0):
+            raise PlanError(f"population '{name}': Loihi resets to 0; v_reset != 0 needs precision='float'")
+        g = float(g.flat[0])
+        carriers = {}
+        for p in paths:
+            if not p.ops:
+                continue
+            c = _carrier(p)
+            fold = g * float(np.prod([op.scale for op in p.ops]))
+            carriers[id(p)] = (c, p.ops[c].weight * fold, fold)
+        peaks = [float(np.max(np.abs(w))) for _, w, _ in carriers.values() if w.size]
+        s = fx.population_scale(peaks, pop.threshold)
+        self.scale[name] = s
+        vth, rth = fx.threshold_mantissa(pop.threshold, s)
+        dv, rdv = fx.decay_to_dv(pop.decay)
+        self.report["populations"][name] = {"scale": s, "threshold": rth, "decay": rdv,
+                                            "vth_mant_max": int(vth.max()), "dv": int(dv.flat[0])}
+        pop.vth_mant, pop.dv = vth, dv
+        for p in paths:
+            if id(p) not in carriers:
+                self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = [], [], []
+                continue
+            c, wf, fold = carriers[id(p)]
+            op = p.ops[c]
+            mant, exp, rep = fx.quantise_weights(wf * s / 64.0, allow_exponent=(op.kind == "dense"))
+            key = op.node if p.source == INPUT else f"{op.node}->{name}"
+            self.report["layers"][key] = rep
+            ws, hs, es = [], [], []
+            for i, o in enumerate(p.ops):
+                if i == c:
+                    ws.append(mant)
+                    es.append(exp)
+                    # the float weights that the integers stand for (for the host-side input path)
+                    hs.append(mant * 2.0 ** exp * 64.0 / s / fold * o.scale)
+                else:
+                    ws.append(None if o.weight is None else o.weight.astype(np.int32))
+                    es.append(0)
+                    hs.append(o.effective_weight())
+            self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = ws, es, hs
+
+
+def host_drive(plan: Plan, q: Quantised, x: np.ndarray, sequence: bool) -> Dict[str, np.ndarray]:
+    """Current per population from the Input's paths and all path biases: (N, T|1, *shape)."""
+    n = x.shape[1] if sequence else x.shape[0]
+    flat = x.reshape((-1,) + tuple(plan.input_shape)).astype(np.float64)
+    drive = {}
+    for p in plan.paths:
+        pop = plan.pops[p.target]
+        const = path_constant(p) if p.ops else 0.0
+        cur = np.broadcast_to(const, pop.shape)[None, None]
+        if p.source == INPUT:
+            lin = path_linear(p, flat, q.host_weights[id(p)] or None) if p.ops else flat
+            if sequence:   # (T, N, ...) -> (N, T, ...)
+                lin = lin.reshape((x.shape[0], x.shape[1]) + pop.shape)
+                lin = lin.transpose((1, 0) + tuple(range(2, lin.ndim)))
+            else:
+                lin = lin.reshape((x.shape[0], 1) + pop.shape)
+            cur = cur + lin
+        drive[p.target] = drive.get(p.target, 0) + cur
+    out = {}
+    for name, pop in plan.pops.items():
+        d = drive.get(name, np.zeros((1, 1) + pop.shape))
+        out[name] = np.broadcast_to(d, (d.shape[0], d.shape[1]) + pop.shape).astype(np.float64)
+    return out
+
+
+def _conv_proc(op, weight, input_shape_nir, graded, Conv):
+    c, h, w = input_shape_nir
+    lw = np.ascontiguousarray(np.asarray(weight).transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])
+    return Conv(weight=lw, input_shape=(w, h, c), padding=(op.padding[1], op.padding[0]),
+                stride=(op.stride[1], op.stride[0]), dilation=(op.dilation[1], op.dilation[0]),
+                groups=op.groups, num_message_bits=MSG_BITS if graded else 0)
+
+
+def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, timesteps: int):
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from .processes import Population, SpikeDelay
+
+    fixed = q.precision == "fixed"
+    procs = {}
+    for name, pop in plan.pops.items():
+        kw = dict(shape=pop.shape, timesteps=timesteps, samples=samples, offset=pop.depth,
+                  record=pop.record, name=name)
+        if fixed:
+            s = q.scale[name]
+            const = pop.leak + pop.gain * drive[name]   # v units
+            eff, rep = fx.quantise_bias(const * s)
+            q.report["populations"][name]["drive"] = rep
+            kw.update(dv=pop.dv, vth_mant=pop.vth_mant, drive_int=eff)
+        else:
+            kw.update(decay=pop.decay, gain=pop.gain, leak=pop.leak, threshold=pop.threshold,
+                      v_reset=pop.v_reset, drive=drive[name])
+        procs[name] = Population(**kw)
+
+    lava_procs = []
+    for p in plan.paths:
+        if p.source == INPUT:
+            continue
+        port = procs[p.source].s_out
+        if p.delay:
+            d = SpikeDelay(shape=plan.pops[p.source].shape, delay=p.delay)
+            port.connect(d.s_in)
+            port = d.s_out
+            lava_procs.append(d)
+        graded = False
+        for op, w, e in zip(p.ops, q.weights[id(p)], q.exps[id(p)]):
+            if op.kind == "reshape":
+                port = port.reshape(tuple(op.out_shape))
+                continue
+            if op.kind == "conv":
+                proc = _conv_proc(op, w, op.in_shape, graded, Conv)
+                port.transpose((2, 1, 0)).connect(proc.s_in)
+                port = proc.a_out.transpose((2, 1, 0))
+            else:
+                kwargs = {"weight_exp": int(e), "num_weight_bits": 8} if fixed else {}
+                proc = Dense(weights=np.asarray(w), num_message_bits=MSG_BITS if graded else 0,
+                             **kwargs)
+                port = port.reshape(tuple(op.in_shape)) if tuple(port.shape) != tuple(op.in_shape) else port
+                port.connect(proc.s_in)
+                port = proc.a_out
+            lava_procs.append(proc)
+            graded = True
+        if tuple(port.shape) != plan.pops[p.target].shape:
+            port = port.reshape(plan.pops[p.target].shape)
+        port.connect(procs[p.target].a_in)
+    return procs, lava_procs
+
+
+def run_config(precision: str, fast_conv: bool = True):
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from . import processes as pr
+
+    fixed = precision == "fixed"
+    exc = {pr.Population: pr.PyPopulationModelFixed if fixed else pr.PyPopulationModelFloat,
+           pr.SpikeDelay: pr.PySpikeDelayModelFixed if fixed else pr.PySpikeDelayModelFloat}
+    if fast_conv:
+        exc[Conv] = pr.PyFastConvModelFixed if fixed else pr.PyFastConvModelFloat
+    return Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
+                        exception_proc_model_map=exc)
+
+
+def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed",
+             fast_conv: bool = True) -> dict:
+    """Run N samples; returns outputs (T, N, *out), counts and timings."""
+    from lava.magma.core.run_conditions import RunSteps
+
+    sequence = x.ndim == len(plan.input_shape) + 2
+    if sequence and x.shape[0] != timesteps:
+        raise PlanError(f"a sequence input has {x.shape[0]} steps but {timesteps} timesteps were asked")
+    if tuple(x.shape[2 if sequence else 1:]) != tuple(plan.input_shape):
+        raise PlanError(f"inputs of shape {x.shape} do not match the graph's input {plan.input_shape}")
+    samples = x.shape[1] if sequence else x.shape[0]
+    for p in plan.paths:   # intermediate values of chains are rebuilt from recorded spike trains
+        if p.source != INPUT and sum(op.is_projection for op in p.ops) > 1:
+            plan.pops[p.source].record = True
+    t0 = time.perf_counter()
+    q = Quantised(plan, precision)
+    drive = host_drive(plan, q, x, sequence)
+    procs, others = build(plan, q, drive, samples, timesteps)
+    total = samples * timesteps + plan.max_depth
+    head = procs[plan.output_source]
+    cfg = run_config(precision, fast_conv)
+    try:
+        head.run(condition=RunSteps(num_steps=1), run_cfg=cfg)   # compiles and starts
+        t1 = time.perf_counter()
+        if total > 1:
+            head.run(condition=RunSteps(num_steps=total - 1), run_cfg=cfg)
+        t2 = time.perf_counter()
+        counts = {n: np.asarray(p.counts.get()) for n, p in procs.items()}
+        per_sample = {n: np.asarray(p.sample_counts.get()) for n, p in procs.items()}
+        events = {n: float(np.asarray(p.input_events.get()).sum()) for n, p in procs.items()}
+        trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
+                  for n, p in procs.items() if plan.pops[n].record}
+    finally:
+        head.stop()
+    out = trains[plan.output_source].transpose((1, 0) + tuple(range(2, 2 + len(plan.pops[plan.output_source].shape))))
+    step_s = (t2 - t1) / max(total - 1, 1)
+    return {
+        "outputs": out.astype(np.float32), "counts": counts, "per_sample": per_sample,
+        "input_events": events,
+        "trains": trains, "x": x, "sequence": sequence, "samples": samples,
+        "timesteps": timesteps, "seconds": {"setup": t1 - t0, "run": t2 - t1,
+                                            "per_timestep": step_s,
+                                            "per_sample": step_s * timesteps,
+                                            "steps_run": total},
+        "quantisation": q.report, "host_weights": q.host_weights,
+        "processes": len(procs) + len(others),
+    }
+
+
+def counters(plan: Plan, r: dict) -> dict:
+    """RunCounters.to_dict()-shaped counters from in-simulation spike counts."""
+    from neurodeploy.backends.base import PopulationCounts, ProjectionCounts, RunCounters
+
+    n, t = r["samples"], r["timesteps"]
+    rc = RunCounters(samples=n, timesteps=t, backend=f"lava-{r.get('precision', '?')}")
+    for name, pop in plan.pops.items():
+        size = int(np.prod(pop.shape))
+        rc.populations[name] = PopulationCounts(kind=pop.nir_type, neurons=size,
+                                                spikes=float(r["counts"][name].sum()),
+                                                neuron_updates=float(size * n * t),
+                                                input_events=float(r["input_events"][name]))
+    x = r["x"].astype(np.float64)
+    xin = x.reshape((-1,) + tuple(plan.input_shape))          # all (sample[, step]) frames
+    frames_weight = 1 if r["sequence"] else t                # a static frame repeats T times
+    for p in plan.paths:
+        tgt = rc.populations[p.target]
+        if p.source == INPUT:
+            cur = xin
+            binary, per_neuron = False, None
+        else:
+            src_counts = r["counts"][p.source].astype(np.float64)
+            binary, per_neuron, cur = True, src_counts, None
+        for i, op in enumerate(p.ops):
+            if op.kind == "reshape":
+                if cur is not None:
+                    cur = apply_op(op, cur)
+                if per_neuron is not None:
+                    per_neuron = per_neuron.reshape(op.out_shape)
+                continue
+            fan = fanout_nonzero(op)
+            if per_neuron is not None:     # binary spikes: linear in the per-neuron counts
+                eff = float((per_neuron.reshape(fan.shape) * fan).sum())
+            else:
+                if cur is None:            # graded input inside a chain: rebuild it
+                    tr = r["trains"][p.source].astype(np.float64)
+                    cur = tr.reshape((-1,) + plan.pops[p.source].shape)
+                    for prev in p.ops[:i]:
+                        cur = apply_op(prev, cur, with_bias=False)
+                mult = frames_weight if p.source == INPUT else 1
+                eff = float(((cur != 0).reshape((cur.shape[0],) + fan.shape) * fan).sum()) * mult
+            key = op.node
+            pc = rc.projections.get(key)
+            if pc is None:
+                params = 0 if op.ones else int(np.count_nonzero(op.weight) + (
+                    0 if op.bias is None else np.count_nonzero(op.bias)))
+                pc = rc.projections[key] = ProjectionCounts(kind=op.nir_type, binary_input=binary,
+                                                            parameters=params)
+            pc.binary_input = pc.binary_input and binary
+            pc.effective_ops += eff
+            pc.dense_ops += float(fan.sum()) * n * t
+            if cur is not None:   # the host computes input paths with their biases
+                cur = apply_op(op, cur, with_bias=p.source == INPUT)
+            per_neuron, binary = None, False
+    return rc.to_dict()
+
+
+__all__ = ["run_plan", "counters", "build", "run_config", "Quantised", "host_drive"]

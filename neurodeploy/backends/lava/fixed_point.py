@@ -1,0 +1,163 @@
+"""Loihi fixed point, as lava-nc's bit-accurate LIF/Dense/Conv models and lava-dl netx use it.
+
+Pure numpy; used by the Lava worker and tested in the main environment.
+
+The integer state of one population is its float state times a scale ``S``
+(integer units per float unit, chosen per population)::
+
+    v_int = S * v                                  24-bit signed state
+    u_int = a_in << 6                              (du = 4095: no current memory)
+    vth_int = vth_mant << 6,  vth_mant = round(theta * S / 64)   (17-bit, unsigned)
+    v_int[t] = sign-magnitude((v_int[t-1] * (4096 - dv)) >> 12) + u_int + bias_int
+    dv = round((1 - decay) * 4096)                 12-bit, 0..4095
+    bias_int = bias_mant << bias_exp               13-bit signed mantissa, exp 0..7
+
+A projection delivers ``a_in = (sum_j m_ij x_j) shifted by weight_exp`` per step, so its
+float weights ``W`` (gain and pooling factors folded in) must satisfy
+``m * 2**weight_exp ~= W * S / 64``. Mantissas are 8-bit with the sign taking the
+lowest bit, i.e. even integers in [-256, 254] (Loihi's mixed-sign weights, netx's
+``optimize_weight_bits``), and ``weight_exp`` is picked per layer so that the largest
+weight uses the range. lava-nc's stock fixed-point Conv model ignores ``weight_exp``,
+so convolutions always get exponent 0 and the population scale absorbs the range.
+
+Every quantiser returns a report (max/rms error relative to the largest value,
+how many values were clipped, how many nonzero values became zero).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+W_MIN, W_MAX = -256, 254          # even 8-bit mantissas
+DECAY_BITS = 12
+DECAY_UNITY = 1 << DECAY_BITS     # 4096
+DV_MAX = DECAY_UNITY - 1          # 4095
+STATE_BITS = 24
+STATE_MAX = (1 << (STATE_BITS - 1)) - 1
+VTH_SHIFT = 6                     # threshold and synaptic input are MSB-aligned by 6 bits
+VTH_MANT_MAX = (1 << 17) - 1      # 131071
+BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1   # 13-bit signed
+BIAS_EXP_MAX = 7                  # 3-bit unsigned
+
+
+def _report(ideal: np.ndarray, got: np.ndarray, clipped: int) -> dict:
+    ideal = np.asarray(ideal, np.float64)
+    got = np.asarray(got, np.float64)
+    peak = float(np.max(np.abs(ideal))) if ideal.size else 0.0
+    err = np.abs(got - ideal)
+    return {
+        "max_abs_error": float(err.max()) if err.size else 0.0,
+        "max_rel_error": float(err.max() / peak) if peak and err.size else 0.0,
+        "rms_rel_error": float(np.sqrt(np.mean(err ** 2)) / peak) if peak and err.size else 0.0,
+        "clipped": int(clipped),
+        "zeroed": int(np.count_nonzero((ideal != 0) & (got == 0))),
+        "values": int(ideal.size),
+    }
+
+
+def round_even(x: np.ndarray) -> np.ndarray:
+    """Nearest even integer (ties to even of x/2)."""
+    return 2.0 * np.round(np.asarray(x, np.float64) / 2.0)
+
+
+def quantise_weights(w_units: np.ndarray, allow_exponent: bool = True):
+    """Integer-unit weights (W * S / 64, float) -> (mantissa int32, weight_exp, report).
+
+    The effective integer weight is ``mantissa * 2**weight_exp``; with
+    ``allow_exponent`` the exponent is the most negative one (most precision) at
+    which the largest weight still fits in [-256, 254]. Values beyond the range clip.
+    """
+    w = np.asarray(w_units, np.float64)
+    peak = float(np.max(np.abs(w))) if w.size else 0.0
+    exp = 0
+    if allow_exponent and peak > 0:
+        # largest shift s with peak * 2**s <= 254, limited to Loihi's range of -8..7
+        exp = -int(math.floor(math.log2(W_MAX / peak)))
+        exp = int(np.clip(exp, -8, 7))
+    scaled = w / (2.0 ** exp)
+    mant = round_even(scaled)
+    clipped = int(np.count_nonzero((mant < W_MIN) | (mant > W_MAX)))
+    mant = np.clip(mant, W_MIN, W_MAX)
+    report = _report(w, mant * 2.0 ** exp, clipped)
+    report["weight_exp"] = exp
+    return mant.astype(np.int32), exp, report
+
+
+def population_scale(max_abs_weights, thresholds) -> float:
+    """Integer units per float unit of a population's membrane.
+
+    The largest incoming weight maps to the top of the mantissa range (254), unless
+    that would push a threshold mantissa beyond 17 bits; with a uniform threshold
+    the scale is nudged down so that the threshold mantissa is an exact integer
+    (when that mantissa is >= 64, i.e. the nudge costs the weights < 1.6 %).
+    """
+    peaks = [float(m) for m in max_abs_weights if m > 0]
+    theta = np.asarray(thresholds, np.float64)
+    theta_max = float(theta.max()) if theta.size else 1.0
+    s = 64.0 * W_MAX / max(peaks) if peaks else 64.0 * 64
+    if theta_max > 0:
+        s = min(s, 64.0 * VTH_MANT_MAX / theta_max)
+        if theta.size and np.all(theta == theta.flat[0]):
+            mant = math.floor(theta_max * s / 64.0)
+            if mant >= 64:   # costs the weights < 1.6 % of their range
+                s = 64.0 * mant / theta_max
+    return s
+
+
+def threshold_mantissa(theta: np.ndarray, scale: float):
+    """Float thresholds -> (17-bit mantissas, report). Loihi compares v > vth_mant << 6."""
+    ideal = np.asarray(theta, np.float64) * scale / 64.0
+    mant = np.round(ideal)
+    clipped = int(np.count_nonzero((mant < 0) | (mant > VTH_MANT_MAX)))
+    mant = np.clip(mant, 0, VTH_MANT_MAX)
+    return mant.astype(np.int32), _report(ideal, mant, clipped)
+
+
+def decay_to_dv(decay: np.ndarray):
+    """Float membrane decay (v <- decay * v) -> (12-bit dv, report): v <- v * (4096 - dv) / 4096."""
+    d = np.asarray(decay, np.float64)
+    ideal = (1.0 - d) * DECAY_UNITY
+    dv = np.round(ideal)
+    clipped = int(np.count_nonzero((dv < 0) | (dv > DV_MAX)))
+    dv = np.clip(dv, 0, DV_MAX)
+    rep = _report(d, 1.0 - dv / DECAY_UNITY, clipped)
+    return dv.astype(np.int32), rep
+
+
+def quantise_bias(values: np.ndarray):
+    """Float biases in integer state units -> (effective ints = mant << exp, report).
+
+    Each value gets the smallest exponent (0..7) at which its mantissa fits 13 bits.
+    """
+    v = np.asarray(values, np.float64)
+    mag = np.abs(v)
+    with np.errstate(divide="ignore"):
+        need = np.where(mag > BIAS_MANT_MAX, np.ceil(np.log2(np.maximum(mag, 1) / BIAS_MANT_MAX)), 0)
+    exp = np.clip(need, 0, BIAS_EXP_MAX).astype(np.int64)
+    mant = np.round(v / 2.0 ** exp)
+    # rounding can land one above the mantissa range: bump the exponent there
+    over = (mant > BIAS_MANT_MAX) | (mant < BIAS_MANT_MIN)
+    exp = np.where(over & (exp < BIAS_EXP_MAX), exp + 1, exp)
+    mant = np.round(v / 2.0 ** exp)
+    clipped = int(np.count_nonzero((mant > BIAS_MANT_MAX) | (mant < BIAS_MANT_MIN)))
+    mant = np.clip(mant, BIAS_MANT_MIN, BIAS_MANT_MAX)
+    eff = (mant.astype(np.int64) << exp)
+    return eff.astype(np.int32), _report(v, eff, clipped)
+
+
+def decay_state(v: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    """Loihi's decay of a 24-bit state: sign(v) * ((|v| * (4096 - dv)) >> 12)."""
+    prod = np.asarray(v, np.int64) * (DECAY_UNITY - np.asarray(dv, np.int64))
+    return (np.sign(prod) * np.right_shift(np.abs(prod), DECAY_BITS)).astype(np.int64)
+
+
+def shift_accumulated(a: np.ndarray, weight_exp: int) -> np.ndarray:
+    """What lava's bit-accurate Dense does with its accumulated input: << exp or >> -exp."""
+    a = np.asarray(a, np.int64)
+    return np.left_shift(a, weight_exp) if weight_exp > 0 else np.right_shift(a, -weight_exp)
+
+
+__all__ = ["quantise_weights", "population_scale", "threshold_mantissa", "decay_to_dv",
+           "quantise_bias", "decay_state", "shift_accumulated", "round_even",
+           "W_MIN", "W_MAX", "VTH_SHIFT", "STATE_MAX", "VTH_MANT_MAX"]

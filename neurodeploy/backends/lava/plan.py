@@ -1,0 +1,407 @@
+"""NIR graph -> a deployment plan for Lava: populations, the paths between them, pipeline depths.
+
+Pure numpy + nir (no Lava): the main side runs it at ``compile()`` to reject what the
+backend cannot run with one clear error, and the worker runs it to build processes.
+
+Canonical form. Every node is a *population* (LIF, IF), a *linear op* (Conv2d, Affine,
+Linear, SumPool2d, AvgPool2d, Flatten) or Input/Output. A *path* is a chain of linear
+ops from a source (a population, or the Input) to a target population; several paths
+into one population are summed (NIR fan-in), and a direct population -> population
+edge is a path with an identity projection. Shared linear nodes are duplicated per
+path (NIR's fan-in at a projection is a sum, and every op is linear, so
+``P(a + b) = P(a) + P(b)``); projection biases are constants, folded per path into the
+target's per-step drive, and AvgPool's 1/k^2 is folded into the weights.
+
+Timing. NIR has no synaptic delay; Lava's Dense/Conv models deliver their output one
+step later. A population's *depth* d is the number of projection steps on its longest
+path from the input; its sample s, step k happens at global step s*T + k + d. Shorter
+paths get a ``SpikeDelay`` so that every input of a population is aligned. Paths from
+the Input are computed on the host (the real-valued direct-encoding input never
+becomes spikes) and enter as the target's drive, with no delay.
+
+Layout: populations keep NIR's (C, H, W) layout inside Lava; convolutions run in
+Lava's (X, Y, C) layout behind transposing virtual ports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+POPULATION_TYPES = ("LIF", "IF")
+LINEAR_TYPES = ("Conv2d", "Affine", "Linear", "SumPool2d", "AvgPool2d", "Flatten")
+
+
+class PlanError(Exception):
+    """A graph this backend cannot run; the message names the node."""
+
+
+def _pair(x) -> tuple:
+    a = np.asarray(x).reshape(-1)
+    if a.size == 1:
+        return int(a[0]), int(a[0])
+    return int(a[0]), int(a[1])
+
+
+@dataclass
+class Op:
+    """One linear op in NIR layout (batch-free shapes). kind: conv | dense | reshape."""
+
+    node: str
+    nir_type: str
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+    weight: Optional[np.ndarray] = None   # conv: (O, I/g, kh, kw); dense: (O, I)
+    bias: Optional[np.ndarray] = None     # per output channel / unit
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    ones: bool = False                    # pooling: weight is all ones (times `scale`)
+    scale: float = 1.0
+
+    @property
+    def is_projection(self) -> bool:
+        return self.kind != "reshape"
+
+    def effective_weight(self) -> Optional[np.ndarray]:
+        return None if self.weight is None else self.weight * self.scale
+
+
+@dataclass
+class Path:
+    source: str                 # population name, or "__input__"
+    target: str
+    ops: List[Op]
+    delay: int = 0              # SpikeDelay steps inserted at the source side
+
+    @property
+    def steps(self) -> int:
+        return sum(op.is_projection for op in self.ops)
+
+
+@dataclass
+class Pop:
+    name: str
+    nir_type: str
+    shape: tuple
+    decay: np.ndarray
+    gain: np.ndarray
+    leak: np.ndarray
+    threshold: np.ndarray
+    v_reset: np.ndarray
+    depth: int = 0
+    record: bool = False
+
+
+@dataclass
+class Plan:
+    input_node: str
+    input_shape: tuple
+    output_node: str
+    output_source: str
+    pops: Dict[str, Pop] = field(default_factory=dict)
+    paths: List[Path] = field(default_factory=list)
+
+    @property
+    def max_depth(self) -> int:
+        return max((p.depth for p in self.pops.values()), default=0)
+
+    def order(self) -> List[str]:
+        return sorted(self.pops, key=lambda n: self.pops[n].depth)
+
+
+INPUT = "__input__"
+
+
+# ---------------------------------------------------------------- shapes and ops
+def conv_out_hw(hw, kernel, stride, padding, dilation):
+    return tuple((hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                 for i in range(2))
+
+
+def _conv_padding(node, kernel, dilation):
+    p = node.padding
+    if isinstance(p, str):
+        if p == "valid":
+            return (0, 0)
+        total = [dilation[i] * (kernel[i] - 1) for i in range(2)]
+        if any(t % 2 for t in total):
+            raise PlanError("asymmetric 'same' padding (even kernel) is not supported by Lava's Conv")
+        return (total[0] // 2, total[1] // 2)
+    return _pair(p)
+
+
+def make_op(name: str, node, in_shape: tuple) -> Op:
+    t = type(node).__name__
+    if t == "Conv2d":
+        w = np.asarray(node.weight, np.float64)
+        if len(in_shape) != 3:
+            raise PlanError(f"node '{name}' (Conv2d) gets input of shape {in_shape}, needs (C, H, W)")
+        kernel = w.shape[2:]
+        stride, dilation = _pair(node.stride), _pair(node.dilation)
+        padding = _conv_padding(node, kernel, dilation)
+        groups = int(node.groups)
+        if w.shape[1] * groups != in_shape[0]:
+            raise PlanError(f"node '{name}' (Conv2d): weight expects {w.shape[1] * groups} input "
+                            f"channels, gets {in_shape[0]}")
+        hw = conv_out_hw(in_shape[1:], kernel, stride, padding, dilation)
+        bias = None if node.bias is None else np.broadcast_to(np.asarray(node.bias, np.float64),
+                                                               (w.shape[0],)).copy()
+        return Op(name, t, "conv", in_shape, (w.shape[0], *hw), w, bias, stride, padding,
+                  dilation, groups)
+    if t in ("SumPool2d", "AvgPool2d"):
+        if len(in_shape) != 3:
+            raise PlanError(f"node '{name}' ({t}) gets input of shape {in_shape}, needs (C, H, W)")
+        k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        c = in_shape[0]
+        w = np.ones((c, 1, k[0], k[1]))
+        hw = conv_out_hw(in_shape[1:], k, s, p, (1, 1))
+        scale = 1.0 if t == "SumPool2d" else 1.0 / (k[0] * k[1])
+        return Op(name, t, "conv", in_shape, (c, *hw), w, None, s, p, (1, 1), c, ones=True,
+                  scale=scale)
+    if t in ("Affine", "Linear"):
+        w = np.asarray(node.weight, np.float64)
+        if w.ndim != 2 or in_shape != (w.shape[1],):
+            raise PlanError(f"node '{name}' ({t}): weight {w.shape} does not fit input {in_shape} "
+                            "(flatten before a dense projection)")
+        bias = None
+        if t == "Affine" and node.bias is not None:
+            bias = np.broadcast_to(np.asarray(node.bias, np.float64), (w.shape[0],)).copy()
+        return Op(name, t, "dense", in_shape, (w.shape[0],), w, bias)
+    if t == "Flatten":
+        nd = len(in_shape)
+        start = node.start_dim % nd if nd else 0
+        end = node.end_dim % nd if nd else 0
+        out = in_shape[:start] + (int(np.prod(in_shape[start:end + 1])),) + in_shape[end + 1:]
+        return Op(name, t, "reshape", in_shape, tuple(out))
+    raise PlanError(f"node '{name}' ({t}) is not a linear op")
+
+
+def identity_op(name: str, shape: tuple) -> Op:
+    """A direct population -> population edge: a 1x1 depthwise conv or an identity matrix."""
+    if len(shape) == 3:
+        c = shape[0]
+        return Op(name, "Identity", "conv", shape, shape, np.ones((c, 1, 1, 1)), groups=c, ones=True)
+    n = int(np.prod(shape))
+    return Op(name, "Identity", "dense", shape, shape, np.eye(n), ones=True)
+
+
+# ---------------------------------------------------------------- populations
+def make_pop(name: str, node, dt: float) -> Pop:
+    t = type(node).__name__
+    f = lambda x: np.asarray(x, np.float64)
+    thr = f(node.v_threshold)
+    shape = thr.shape
+    if shape == ():
+        raise PlanError(f"node '{name}' ({t}): neuron parameters are scalars; NIR needs arrays of "
+                        "the full population shape")
+    vr = f(node.v_reset) if getattr(node, "v_reset", None) is not None else np.zeros(shape)
+    if t == "LIF":
+        alpha = dt / f(node.tau)
+        decay, gain, leak = 1.0 - alpha, f(node.r) * alpha, f(node.v_leak) * alpha
+    else:  # IF, dv/dt = R I: forward Euler v += r dt I (as the torch reference backend)
+        decay, gain, leak = np.ones(shape), f(node.r) * dt, np.zeros(shape)
+    b = lambda x: np.broadcast_to(x, shape).astype(np.float64)
+    # the float32 numbers every backend uses (neurodeploy.dynamics.lif_coefficients)
+    c = lambda x: b(x).astype(np.float32).astype(np.float64)
+    return Pop(name, t, tuple(int(s) for s in shape), c(decay), c(gain), c(leak), c(thr), c(vr))
+
+
+# ---------------------------------------------------------------- the plan
+def build_plan(graph, conventions) -> Plan:
+    nodes = graph.nodes
+    preds: Dict[str, List[str]] = {n: [] for n in nodes}
+    for src, dst in graph.edges:
+        src, dst = src.split(".")[0], dst.split(".")[0]
+        if src not in nodes or dst not in nodes:
+            raise PlanError(f"edge {src} -> {dst} names a node that does not exist")
+        preds[dst].append(src)
+
+    types = {n: type(v).__name__ for n, v in nodes.items()}
+    for n, t in types.items():
+        if t not in POPULATION_TYPES + LINEAR_TYPES + ("Input", "Output"):
+            hint = " (CubaLIF, LI, I, Delay, Scale, Threshold and subgraphs are not mapped yet)"
+            raise PlanError(f"node '{n}' ({t}) is not supported by the Lava backend{hint}")
+    inputs = [n for n, t in types.items() if t == "Input"]
+    outputs = [n for n, t in types.items() if t == "Output"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise PlanError(f"the Lava backend needs exactly one Input and one Output node "
+                        f"(found {len(inputs)} and {len(outputs)})")
+    inp, out = inputs[0], outputs[0]
+    in_shape = tuple(int(s) for s in np.asarray(nodes[inp].input_type["input"]).reshape(-1))
+    if not in_shape and conventions.input_shape is not None:
+        in_shape = tuple(int(s) for s in conventions.input_shape)
+    if conventions.encoding not in ("direct",):
+        raise PlanError(f"encoding '{conventions.encoding}' is not supported (direct only)")
+    if conventions.reset not in ("to_v_reset",):
+        raise PlanError(f"reset '{conventions.reset}' is not supported (to_v_reset only)")
+
+    pops = {n: make_pop(n, nodes[n], conventions.dt) for n, t in types.items()
+            if t in POPULATION_TYPES}
+
+    # output shape of every node, memoised, walking backwards
+    shapes: Dict[str, tuple] = {inp: in_shape}
+    for n, p in pops.items():
+        shapes[n] = p.shape
+    visiting = set()
+
+    def shape_of(n: str) -> tuple:
+        if n in shapes:
+            return shapes[n]
+        if n in visiting:
+            raise PlanError(f"a cycle through linear node '{n}' (recurrence) is not supported")
+        visiting.add(n)
+        if not preds[n]:
+            raise PlanError(f"node '{n}' ({types[n]}) has no input edge")
+        ins = {shape_of(p) for p in preds[n]}
+        if len(ins) != 1:
+            raise PlanError(f"node '{n}' receives inputs of different shapes {sorted(ins)}")
+        shapes[n] = make_op(n, nodes[n], ins.pop()).out_shape
+        return shapes[n]
+
+    def paths_into(n: str, suffix: List[Op], target: str, seen: tuple) -> List[Path]:
+        found = []
+        for p in preds[n]:
+            t = types[p]
+            if t == "Input" or t in POPULATION_TYPES:
+                found.append(Path(INPUT if t == "Input" else p, target, list(suffix)))
+            elif t in LINEAR_TYPES:
+                if p in seen:
+                    raise PlanError(f"a cycle through linear node '{p}' is not supported")
+                op = make_op(p, nodes[p], shape_of(preds[p][0]) if preds[p] else ())
+                found += paths_into(p, [op] + suffix, target, seen + (p,))
+            else:
+                raise PlanError(f"node '{p}' ({t}) cannot feed '{n}'")
+        return found
+
+    plan = Plan(inp, in_shape, out, "")
+    plan.pops = pops
+    for n, pop in pops.items():
+        if not preds[n]:
+            raise PlanError(f"population '{n}' has no input edge")
+        for path in paths_into(n, [], n, ()):
+            if not path.ops and path.source != INPUT:
+                path.ops = [identity_op(f"{path.source}->{n}", pops[path.source].shape)]
+            got = path.ops[-1].out_shape if path.ops else (in_shape if path.source == INPUT
+                                                           else pops[path.source].shape)
+            if tuple(got) != pop.shape:
+                raise PlanError(f"population '{n}' has shape {pop.shape} but a path from "
+                                f"'{path.source}' delivers {tuple(got)}")
+            plan.paths.append(path)
+
+    src = preds[out]
+    if len(src) != 1 or types[src[0]] not in POPULATION_TYPES:
+        raise PlanError(f"the Output node '{out}' must be fed by one spiking population "
+                        f"(it is fed by {', '.join(f'{s} ({types[s]})' for s in src) or 'nothing'})")
+    plan.output_source = src[0]
+    pops[src[0]].record = True
+    _assign_depths(plan)
+    return plan
+
+
+def _assign_depths(plan: Plan) -> None:
+    incoming: Dict[str, List[Path]] = {n: [] for n in plan.pops}
+    for p in plan.paths:
+        incoming[p.target].append(p)
+    depth: Dict[str, int] = {}
+    state: Dict[str, int] = {}
+
+    def visit(n: str) -> int:
+        if n in depth:
+            return depth[n]
+        if state.get(n) == 1:
+            raise PlanError(f"population '{n}' is part of a recurrent loop (not supported)")
+        state[n] = 1
+        arrivals = [0 if p.source == INPUT else visit(p.source) + p.steps for p in incoming[n]]
+        depth[n] = max(arrivals) if arrivals else 0
+        state[n] = 2
+        return depth[n]
+
+    for n in plan.pops:
+        plan.pops[n].depth = visit(n)
+    for p in plan.paths:
+        if p.source != INPUT:
+            p.delay = plan.pops[p.target].depth - (plan.pops[p.source].depth + p.steps)
+
+
+# ---------------------------------------------------------------- host arithmetic (NCHW)
+def conv2d_nchw(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups) -> np.ndarray:
+    """Cross-correlation as torch.nn.functional.conv2d, x (N, C, H, W), float64 im2col."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
+    oh, ow = conv_out_hw((h, wd), (kh, kw), stride, padding, dilation)
+    cols = np.empty((n, c, kh, kw, oh, ow), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            a, b = i * dilation[0], j * dilation[1]
+            cols[:, :, i, j] = xp[:, :, a:a + stride[0] * (oh - 1) + 1:stride[0],
+                                  b:b + stride[1] * (ow - 1) + 1:stride[1]]
+    og = o // groups
+    out = np.empty((n, o, oh, ow), np.float64)
+    for g in range(groups):
+        cg_cols = cols[:, g * cg:(g + 1) * cg].reshape(n, cg * kh * kw, oh * ow)
+        wg = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
+        out[:, g * og:(g + 1) * og] = np.einsum("ok,nkp->nop", wg, cg_cols).reshape(n, og, oh, ow)
+    return out
+
+
+def apply_op(op: Op, x: np.ndarray, weight: Optional[np.ndarray] = None,
+             with_bias: bool = True) -> np.ndarray:
+    """One op on a batch (N, *in_shape) in float64; `weight` overrides the effective weight."""
+    w = op.effective_weight() if weight is None else weight
+    if op.kind == "reshape":
+        return x.reshape((x.shape[0],) + tuple(op.out_shape))
+    if op.kind == "conv":
+        y = conv2d_nchw(x, w, op.stride, op.padding, op.dilation, op.groups)
+        if with_bias and op.bias is not None:
+            y = y + op.bias[None, :, None, None]
+        return y
+    y = x.reshape(x.shape[0], -1) @ w.T
+    if with_bias and op.bias is not None:
+        y = y + op.bias
+    return y
+
+
+def path_constant(path: Path) -> np.ndarray:
+    """The current a path delivers every step from its biases alone (zero input)."""
+    x = np.zeros((1,) + tuple(path.ops[0].in_shape)) if path.ops else None
+    if x is None:
+        return np.zeros(())
+    for op in path.ops:
+        x = apply_op(op, x)
+    return x[0]
+
+
+def path_linear(path: Path, x: np.ndarray, weights=None) -> np.ndarray:
+    """The path without its biases (the part that scales with the input)."""
+    for i, op in enumerate(path.ops):
+        x = apply_op(op, x, None if weights is None else weights[i], with_bias=False)
+    return x
+
+
+def fanout_nonzero(op: Op) -> np.ndarray:
+    """For every input element, how many nonzero weights it meets (in_shape array)."""
+    w = op.effective_weight()
+    if op.kind == "dense":
+        return np.count_nonzero(w, axis=0).reshape(op.in_shape).astype(np.float64)
+    c, h, wd = op.in_shape
+    o, cg, kh, kw = w.shape
+    og = o // op.groups
+    nz = (w != 0).reshape(op.groups, og, cg, kh, kw).sum(axis=1).reshape(c, kh, kw)
+    oh, ow = op.out_shape[1:]
+
+    def valid(size, k, s, p, d, osize):
+        pos = np.arange(size)[None, :] + p - np.arange(k)[:, None] * d
+        return ((pos % s == 0) & (pos // s >= 0) & (pos // s < osize)).astype(np.float64)
+
+    vy = valid(h, kh, op.stride[0], op.padding[0], op.dilation[0], oh)
+    vx = valid(wd, kw, op.stride[1], op.padding[1], op.dilation[1], ow)
+    return np.einsum("cij,iy,jx->cyx", nz.astype(np.float64), vy, vx)
+
+
+__all__ = ["build_plan", "Plan", "Pop", "Path", "Op", "PlanError", "INPUT", "apply_op",
+           "path_constant", "path_linear", "fanout_nonzero", "conv2d_nchw"]

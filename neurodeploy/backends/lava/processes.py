@@ -1,0 +1,301 @@
+"""Lava processes and process models of the neurodeploy Lava backend (runtime side only).
+
+``Population``: a LIF/IF population in NIR semantics (see neurodeploy/dynamics.py):
+
+    v[t] = decay * v[t-1] + gain * (a_in[t] + drive[t]) + leak   (float model)
+    s[t] = v[t] > threshold;  v[t] = v_reset where s[t]
+
+Its fixed-point model is lava-nc's own bit-accurate CUBA arithmetic
+(``AbstractPyLifModelFixed.subthr_dynamics``: 12-bit decays, 24-bit wrapped state,
+synaptic input and threshold << 6) with du = 4095 (the current does not persist, as
+in NIR's LIF) and per-neuron dv / threshold arrays; gain lives in the weights and
+the drive (see fixed_point.py). Unlike lava's LIF it also
+
+- runs many samples back to back: the sample of global step g is
+  (g - offset) // T and v is zeroed at the first step of every sample, where
+  ``offset`` is the population's pipeline depth (each Dense/Conv adds one step);
+- takes ``drive`` (samples, steps, *shape): the current of the projections fed by
+  the real-valued input, computed on the host (the bias route netx uses for input);
+- counts its spikes per neuron and per sample inside the simulation, and records
+  its spike train when asked (output populations).
+
+``SpikeDelay``: a ring buffer that delays spikes by ``delay`` steps, inserted where
+two paths into one population have different pipeline depths.
+
+``PyFastConvModelFixed``: lava's Conv process with the stock fixed-point arithmetic
+(no weight_exp, 24-bit signed wrap of the output) computed as one im2col matmul
+instead of one scipy convolve2d per channel pair; bit-exact with ``PyConvModelFixed``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
+from lava.proc.conv.process import Conv
+from lava.proc.conv import utils as conv_utils
+from lava.proc.lif.models import AbstractPyLifModelFixed
+
+
+class Population(AbstractProcess):
+    def __init__(self, *, shape, timesteps, samples, offset, record=False,
+                 decay=1.0, gain=1.0, leak=0.0, threshold=1.0, v_reset=0.0,
+                 drive=None, dv=0, vth_mant=1, drive_int=None, name=None):
+        super().__init__(shape=shape, timesteps=timesteps, samples=samples, offset=offset,
+                         record=record, name=name)
+        shape = tuple(int(s) for s in shape)
+        full = lambda x, dt=np.float64: np.broadcast_to(np.asarray(x, dt), shape).copy()
+        if drive is None:
+            drive = np.zeros((1, 1) + shape)
+        if drive_int is None:
+            drive_int = np.zeros((1, 1) + shape, np.int32)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.v = Var(shape=shape, init=0)
+        self.u = Var(shape=shape, init=0)
+        self.decay = Var(shape=shape, init=full(decay))
+        self.gain = Var(shape=shape, init=full(gain))
+        self.leak = Var(shape=shape, init=full(leak))
+        self.vth = Var(shape=shape, init=full(threshold))
+        self.v_reset = Var(shape=shape, init=full(v_reset))
+        self.drive = Var(shape=drive.shape, init=drive)
+        self.dv = Var(shape=shape, init=full(dv, np.int32))
+        self.vth_mant = Var(shape=shape, init=full(vth_mant, np.int32))
+        self.drive_int = Var(shape=drive_int.shape, init=drive_int)
+        self.counts = Var(shape=shape, init=0)              # spikes per neuron, all samples
+        self.sample_counts = Var(shape=(samples,), init=0)  # spikes per sample
+        self.input_events = Var(shape=(1,), init=0)         # nonzero input currents arriving
+        rec_shape = (samples * timesteps,) + shape if record else (1,)
+        self.spikes = Var(shape=rec_shape, init=0)
+
+
+class _PopulationMixin:
+    """Sample bookkeeping shared by the float and fixed models."""
+
+    def _where(self):
+        p = self.proc_params
+        t = self.time_step - 1 - p["offset"]
+        if t < 0 or t >= p["samples"] * p["timesteps"]:
+            return None
+        return divmod(t, p["timesteps"])
+
+    def _drive(self, drive, sample, k):
+        return drive[min(sample, drive.shape[0] - 1), min(k, drive.shape[1] - 1)]
+
+    def _account(self, s, sample, k, current):
+        self.input_events[0] += int(np.count_nonzero(current))
+        n = int(np.count_nonzero(s))
+        if n:
+            self.counts += (s != 0)
+            self.sample_counts[sample] += n
+        if self.proc_params["record"]:
+            self.spikes[sample * self.proc_params["timesteps"] + k] = (s != 0)
+
+
+@implements(proc=Population, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    decay: np.ndarray = LavaPyType(np.ndarray, float)
+    gain: np.ndarray = LavaPyType(np.ndarray, float)
+    leak: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    v_reset: np.ndarray = LavaPyType(np.ndarray, float)
+    drive: np.ndarray = LavaPyType(np.ndarray, float)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    vth_mant: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    drive_int: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
+
+    def run_spk(self):
+        a_in = self.a_in.recv()
+        where = self._where()
+        if where is None:
+            self.s_out.send(np.zeros(self.v.shape))
+            return
+        sample, k = where
+        if k == 0:
+            self.v[:] = 0
+        f32 = np.float32
+        # float32, in the order of neurodeploy.dynamics.lif_scan (the torch reference)
+        current = (a_in + self._drive(self.drive, sample, k)).astype(f32)
+        v = (self.decay.astype(f32) * self.v.astype(f32) + self.gain.astype(f32) * current
+             + self.leak.astype(f32))
+        s = v > self.vth.astype(f32)
+        v = np.where(s, self.v_reset.astype(f32), v)
+        self.v[:] = v
+        self._account(s, sample, k, current)
+        self.s_out.send(s.astype(float))
+
+
+@implements(proc=Population, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    decay: np.ndarray = LavaPyType(np.ndarray, float)
+    gain: np.ndarray = LavaPyType(np.ndarray, float)
+    leak: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    v_reset: np.ndarray = LavaPyType(np.ndarray, float)
+    drive: np.ndarray = LavaPyType(np.ndarray, float)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    vth_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    drive_int: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
+    # AbstractPyLifModelFixed declares these; unused here (du = 4095, bias via drive_int)
+    du = None
+    bias_mant = None
+    bias_exp = None
+
+    def run_spk(self):
+        a_in = self.a_in.recv().astype(np.int32)
+        where = self._where()
+        if where is None:
+            self.s_out.send(np.zeros(self.v.shape, np.int32))
+            return
+        sample, k = where
+        if k == 0:
+            self.v[:] = 0
+            self.u[:] = 0
+        self.du = 4095                                    # + ds_offset 1: u = a_in << 6
+        self.effective_bias = self._drive(self.drive_int, sample, k).astype(np.int32)
+        current = np.left_shift(a_in, self.act_shift) + self.effective_bias
+        self.subthr_dynamics(activation_in=a_in)          # lava-nc's bit-accurate arithmetic
+        s = self.v > np.left_shift(self.vth_mant.astype(np.int32), self.vth_shift)
+        self.v[s] = 0
+        self._account(s, sample, k, current)
+        self.s_out.send(s.astype(np.int32))
+
+
+class SpikeDelay(AbstractProcess):
+    def __init__(self, *, shape, delay, name=None):
+        super().__init__(shape=shape, delay=delay, name=name)
+        self.s_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.buf = Var(shape=(int(delay),) + tuple(shape), init=0)
+
+
+class _AbstractDelayModel(PyLoihiProcessModel):
+    def run_spk(self):
+        x = self.s_in.recv()
+        i = (self.time_step - 1) % self.buf.shape[0]
+        out = self.buf[i].copy()
+        self.buf[i] = x
+        self.s_out.send(out)
+
+
+@implements(proc=SpikeDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySpikeDelayModelFloat(_AbstractDelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    buf: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=SpikeDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySpikeDelayModelFixed(_AbstractDelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    buf: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+
+# ---------------------------------------------------------------- fast convolution
+def conv_lava_layout(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups,
+                     dtype=np.float64) -> np.ndarray:
+    """lava's Conv semantics on one (X, Y, C) frame, with (C_out, KX, KY, C_in/g) weights.
+
+    lava convolves (scipy convolve2d flips the kernel), so this correlates with the
+    flipped kernel: out[x, y, o] = sum in_pad[x*sx + i*dx, y*sy + j*dy, c] * w[o, -1-i, -1-j, c].
+    One matmul per group over an im2col patch matrix.
+    """
+    c_out, kx, ky, cg = weight.shape
+    px, py = padding
+    sx, sy = stride
+    dx, dy = dilation
+    xp = np.pad(x.astype(dtype, copy=False), ((px, px), (py, py), (0, 0)))
+    ox = (xp.shape[0] - dx * (kx - 1) - 1) // sx + 1
+    oy = (xp.shape[1] - dy * (ky - 1) - 1) // sy + 1
+    cols = np.empty((ox, oy, kx, ky, xp.shape[2]), dtype)
+    for i in range(kx):
+        for j in range(ky):
+            cols[:, :, i, j, :] = xp[i * dx: i * dx + sx * (ox - 1) + 1: sx,
+                                     j * dy: j * dy + sy * (oy - 1) + 1: sy, :]
+    wf = weight[:, ::-1, ::-1, :].astype(dtype)
+    og = c_out // groups
+    out = np.empty((ox, oy, c_out), dtype)
+    for g in range(groups):
+        patch = cols[..., g * cg:(g + 1) * cg].reshape(ox * oy, kx * ky * cg)
+        wg = wf[g * og:(g + 1) * og].reshape(og, kx * ky * cg)
+        out[..., g * og:(g + 1) * og] = (patch @ wg.T).reshape(ox, oy, og)
+    return out
+
+
+class _FastConvMixin:
+    def run_spk(self) -> None:
+        self.a_out.send(self.a_buf)
+        s_in = self.s_in.recv()
+        if self.num_message_bits.item() == 0:
+            s_in = s_in.astype(bool)
+        a_out = conv_lava_layout(s_in, self.weight, self.stride, self.padding, self.dilation,
+                                 int(self.groups[0]), self._dtype(s_in))
+        self.a_buf = self.clamp_precision(self._cast(a_out))
+
+
+@implements(proc=Conv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyFastConvModelFixed(_FastConvMixin, PyConvModelFixed):
+    """Bit-exact with PyConvModelFixed: integer products summed exactly in float32 when
+    sum|w| * max|input| < 2**24 (else float64, exact below 2**53), cast to the weight
+    dtype like lava's conv(), then the same 24-bit signed wrap."""
+
+    def _dtype(self, s_in):
+        # float32 sums integers exactly while every partial sum stays below 2**24
+        if not hasattr(self, "_wbound"):
+            self._wbound = float(np.abs(self.weight.astype(np.float64)).reshape(
+                self.weight.shape[0], -1).sum(axis=1).max(initial=0))
+        peak = 1.0 if s_in.dtype == bool else float(np.abs(s_in).max(initial=0))
+        return np.float32 if self._wbound * peak < 2 ** 24 else np.float64
+
+    def _cast(self, a):
+        return a.astype(self.weight.dtype)
+
+
+@implements(proc=Conv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyFastConvModelFloat(_FastConvMixin, PyConvModelFloat):
+    def _dtype(self, s_in):
+        return np.float64
+
+    def _cast(self, a):
+        return a
+
+
+__all__ = ["Population", "SpikeDelay", "PyPopulationModelFloat", "PyPopulationModelFixed",
+           "PySpikeDelayModelFloat", "PySpikeDelayModelFixed", "PyFastConvModelFixed",
+           "PyFastConvModelFloat", "conv_lava_layout", "conv_utils"]

@@ -1,0 +1,92 @@
+"""The Lava worker: ``python -m neurodeploy.backends.lava.worker REQUEST.json`` in the runtime.
+
+Runs with the Lava runtime's Python 3.10 and PYTHONPATH = the repository root; imports
+only numpy, nir, h5py, lava and the plain modules of this package. The request::
+
+    {"graph": "model.nir", "inputs": "x.npy", "timesteps": 8, "precision": "fixed"|"float",
+     "out_dir": "folder", "fast_conv": true}
+
+``inputs`` is (N, *input_shape) (static, presented every step: direct encoding) or
+(T, N, *input_shape) (a sequence). Writes ``outputs.npy`` (T, N, *output_shape),
+``spike_counts.npz`` (per population, per sample) and ``result.json`` (counters in
+``RunCounters.to_dict()`` form, seconds, quantisation report). A failure prints one
+line ``error: ...`` as the last line of stderr and exits 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def _sha256(path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main(request_path: str) -> int:
+    import warnings
+    # Lava imports every module beside a Process's file looking for models; ours are
+    # given explicitly (compiler.run_config), so its "Cannot import module" notes are noise
+    warnings.filterwarnings("ignore", message="Cannot import module")
+    import nir
+    from neurodeploy.graph.metadata import conventions_of
+    from .compiler import counters, run_plan
+    from .plan import build_plan
+
+    req = json.loads(Path(request_path).read_text())
+    out_dir = Path(req["out_dir"])
+    t0 = time.perf_counter()
+    graph = nir.read(req["graph"], type_check=False)   # grouped convs fail NIR's own check
+    conv = conventions_of(graph)
+    plan = build_plan(graph, conv)
+    x = np.load(req["inputs"])
+    precision = req.get("precision", "fixed")
+    if precision not in ("fixed", "float"):
+        raise ValueError(f"precision must be 'fixed' or 'float', not {precision!r}")
+    r = run_plan(plan, x, int(req["timesteps"]), precision, bool(req.get("fast_conv", True)))
+    r["precision"] = precision
+    c = counters(plan, r)
+    c["graph_sha256"] = _sha256(req["graph"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "outputs.npy", r["outputs"])
+    np.savez(out_dir / "spike_counts.npz", **{k: v for k, v in r["per_sample"].items()})
+    result = {
+        "counters": c,
+        "population_spike_counts": {k: v.tolist() for k, v in r["per_sample"].items()},
+        "seconds": {**r["seconds"], "total": time.perf_counter() - t0},
+        "quantisation": r["quantisation"] if precision == "fixed" else {},
+        "precision": precision,
+        "depths": {n: p.depth for n, p in plan.pops.items()},
+        "processes": r["processes"],
+    }
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m neurodeploy.backends.lava.worker REQUEST.json", file=sys.stderr)
+        sys.exit(2)
+    try:
+        code = main(sys.argv[1])
+    except Exception as e:  # one line for the caller, the traceback above it for --debug
+        traceback.print_exc()
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from .plan import PlanError
+        prefix = "" if isinstance(e, PlanError) else f"{type(e).__name__}: "
+        print(f"error: {prefix}{msg}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)   # Lava's runtime threads must not keep the process alive
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

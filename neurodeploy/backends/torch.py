@@ -1,0 +1,489 @@
+"""The reference backend: any NIR graph on CUDA or CPU, with exact hardware counters.
+
+Discretisation (forward Euler at ``dt``; ``dt`` from the graph's metadata, for
+graphs without it the snnTorch / NIR-paper default dt = 1e-4, ``--dt`` overrides).
+Per timestep t, with I[t] the sum of all incoming edges (NIR fan-in):
+
+    LIF      v = (1 - dt/tau) v + (r dt/tau) I + (dt/tau) v_leak
+             s = v > v_threshold   (strict);   v = v_reset where s      (same step)
+    IF       v = v + r dt I;  s = v > v_threshold;  v = v_reset where s
+    LI       v = (1 - dt/tau) v + (r dt/tau) I + (dt/tau) v_leak;  output v
+    I        v = v + r dt I;  output v
+    CubaLIF  i = (1 - dt/tau_syn) i + w_in I;  then LIF on i with tau = tau_mem
+    CubaLI   the same, output v
+    Threshold  s = I > threshold (stateless);  Delay: output I[t - delay/dt]
+
+Projections (Affine, Linear, Scale, Conv1d, Conv2d with stride / padding /
+dilation / groups, SumPool2d, AvgPool2d, Flatten) have no state. Spikes reach
+the next node in the same timestep.
+
+Execution. Acyclic graphs run layer-serially: every node processes all T
+timesteps of the batch in one call, time folded into the batch (T*B, ...);
+neurons unfold time for their recurrence. A static input (direct encoding)
+stays (B, ...) until the first neuron, so its projection is computed once,
+not T times (the counters still count it at every timestep, as hardware
+would). Graphs with cycles run step by step, a back edge carrying the
+previous timestep's value (a one-step delay).
+
+Counters (NeuroBench's definitions, exact): for a projection with weight
+mask M = (W != 0), each nonzero input element contributes as many synaptic
+operations as it has nonzero-weight targets ("fan-out"); the fan-out map of
+every input position is computed once per node with autograd (the gradient
+of sum(op(x, M)) with respect to x). Effective ops are ACs when every input
+value of the run was 0 or 1, otherwise MACs. Dense ops count every fan-out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import dynamics
+from ..errors import NeurodeployError
+from ..graph.metadata import conventions_of
+from .base import PopulationCounts, ProjectionCounts, RunCounters, RunResult
+
+NEURONS = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
+PROJECTIONS = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NeurodeployError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(device)
+
+
+def flatten_graph(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list]:
+    """Inline nested NIRGraphs: nodes get 'outer.inner' names; the subgraph's
+    Input/Output nodes become pass-through identities."""
+    nodes, edges = {}, []
+    for name, node in graph.nodes.items():
+        full = prefix + name
+        if isinstance(node, nir.NIRGraph):
+            sub_nodes, sub_edges = flatten_graph(node, full + ".")
+            nodes.update(sub_nodes)
+            edges.extend(sub_edges)
+        else:
+            nodes[full] = node
+    for src, dst in graph.edges:
+        s, d = prefix + src, prefix + dst
+        if isinstance(graph.nodes.get(src), nir.NIRGraph):
+            outs = [k for k, v in graph.nodes[src].nodes.items() if isinstance(v, nir.Output)]
+            s = f"{s}.{outs[0]}"
+        if isinstance(graph.nodes.get(dst), nir.NIRGraph):
+            ins = [k for k, v in graph.nodes[dst].nodes.items() if isinstance(v, nir.Input)]
+            d = f"{d}.{ins[0]}"
+        edges.append((s, d))
+    if prefix:  # inner Input/Output become identities: keep them as nodes, executed as pass-through
+        pass
+    return nodes, edges
+
+
+def _pair(v, n=2):
+    a = np.atleast_1d(np.asarray(v)).astype(int).tolist()
+    return tuple(a * n if len(a) == 1 else a)
+
+
+def _as_tensor(a, device):
+    return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+
+
+class _Op:
+    """One compiled node: ``apply(x)`` on (batch, *shape) tensors, plus its counters."""
+
+    kind = "identity"
+
+    def __init__(self, name, node, device):
+        self.name, self.node, self.device = name, node, device
+
+    def apply(self, x):
+        return x
+
+
+class _Projection(_Op):
+    def __init__(self, name, node, device):
+        super().__init__(name, node, device)
+        self.kind = type(node).__name__
+        n = node
+        if isinstance(n, nir.Conv2d):
+            if isinstance(n.padding, str):
+                raise NeurodeployError(f"node {name}: string padding {n.padding!r} is not supported; use integers")
+            self.w, self.b = _as_tensor(n.weight, device), _as_tensor(n.bias, device)
+            self.args = dict(stride=_pair(n.stride), padding=_pair(n.padding), dilation=_pair(n.dilation),
+                             groups=int(n.groups))
+            self.f = lambda x, w, b: F.conv2d(x, w, b, **self.args)
+        elif isinstance(n, nir.Conv1d):
+            self.w, self.b = _as_tensor(n.weight, device), _as_tensor(n.bias, device)
+            self.args = dict(stride=_pair(n.stride, 1)[0], padding=_pair(n.padding, 1)[0],
+                             dilation=_pair(n.dilation, 1)[0], groups=int(n.groups))
+            self.f = lambda x, w, b: F.conv1d(x, w, b, **self.args)
+        elif isinstance(n, nir.Affine):
+            self.w, self.b = _as_tensor(n.weight, device), _as_tensor(n.bias, device)
+            self.f = lambda x, w, b: F.linear(x, w, b)
+        elif isinstance(n, nir.Linear):
+            self.w, self.b = _as_tensor(n.weight, device), None
+            self.f = lambda x, w, b: F.linear(x, w)
+        elif isinstance(n, nir.Scale):
+            self.w, self.b = _as_tensor(n.scale, device), None
+            self.f = lambda x, w, b: x * w
+        elif isinstance(n, (nir.SumPool2d, nir.AvgPool2d)):
+            k, s, p = _pair(n.kernel_size), _pair(n.stride), _pair(n.padding)
+            scale = 1.0 if isinstance(n, nir.SumPool2d) else None
+            self.w, self.b = None, None
+            if isinstance(n, nir.AvgPool2d):
+                self.f = lambda x, w, b: F.avg_pool2d(x, k, s, p)
+            else:   # sum pooling: average pooling times the window size (exact for power-of-two windows)
+                self.f = lambda x, w, b: F.avg_pool2d(x, k, s, p, divisor_override=1)
+            del scale
+        for t in (self.w, self.b):
+            if t is not None and not torch.isfinite(t).all():
+                raise NeurodeployError(f"node {name} ({self.kind}) has NaN or infinite weights; "
+                                       "the graph is broken: re-export it")
+        self._fanout = {}
+
+    def apply(self, x):
+        return self.f(x, self.w, self.b)
+
+    def fanout(self, in_shape) -> torch.Tensor:
+        """Synaptic targets with a nonzero weight for each input element (per-sample shape)."""
+        key = tuple(in_shape)
+        if key not in self._fanout:
+            x = torch.ones(1, *in_shape, device=self.device, requires_grad=True)
+            mask_w = (self.w != 0).float() if self.w is not None else None
+            with torch.enable_grad():
+                y = self.f(x, mask_w, None) if self.kind != "AvgPool2d" else self.f(x, None, None)
+                if self.kind == "AvgPool2d":
+                    k = _pair(self.node.kernel_size)
+                    y = y * float(np.prod(k))           # count additions, not the 1/k^2 scaling
+                y.sum().backward()
+            self._fanout[key] = x.grad[0].detach()
+        return self._fanout[key]
+
+
+class _Flatten(_Op):
+    kind = "Flatten"
+
+    def apply(self, x):
+        n = self.node
+        start = int(n.start_dim) + 1 if int(n.start_dim) >= 0 else int(n.start_dim)
+        end = int(n.end_dim) + 1 if int(n.end_dim) >= 0 else int(n.end_dim)
+        return torch.flatten(x, start, end)
+
+
+@dataclass
+class _NeuronParams:
+    decay: torch.Tensor
+    gain: torch.Tensor
+    leak: torch.Tensor
+    threshold: torch.Tensor | None
+    v_reset: torch.Tensor | None
+    syn_decay: torch.Tensor | None = None
+    w_in: torch.Tensor | None = None
+
+
+class _Population(_Op):
+    def __init__(self, name, node, device, dt):
+        super().__init__(name, node, device)
+        self.kind = type(node).__name__
+        n = node
+        f32 = lambda a: _as_tensor(a, device)
+        if isinstance(n, (nir.LIF, nir.LI)):
+            vt = n.v_threshold if isinstance(n, nir.LIF) else np.full_like(np.asarray(n.tau, float), np.inf)
+            vr = n.v_reset if isinstance(n, nir.LIF) else np.zeros_like(np.asarray(n.tau, float))
+            c = dynamics.lif_coefficients(n.tau, n.r, n.v_leak, vt, vr, dt).to(device)
+            self.p = _NeuronParams(c.decay, c.gain, c.leak, c.threshold if isinstance(n, nir.LIF) else None,
+                                   c.v_reset)
+        elif isinstance(n, (nir.IF, nir.I)):
+            r = np.asarray(n.r, np.float64)
+            self.p = _NeuronParams(f32(np.ones_like(r)), f32(r * dt), f32(np.zeros_like(r)),
+                                   f32(n.v_threshold) if isinstance(n, nir.IF) else None,
+                                   f32(n.v_reset) if isinstance(n, nir.IF) else None)
+        elif isinstance(n, (nir.CubaLIF, nir.CubaLI)):
+            tau_mem = np.asarray(n.tau_mem, np.float64)
+            vt = n.v_threshold if isinstance(n, nir.CubaLIF) else np.full_like(tau_mem, np.inf)
+            vr = n.v_reset if isinstance(n, nir.CubaLIF) else np.zeros_like(tau_mem)
+            c = dynamics.lif_coefficients(tau_mem, n.r, n.v_leak, vt, vr, dt).to(device)
+            self.p = _NeuronParams(c.decay, c.gain, c.leak, c.threshold if isinstance(n, nir.CubaLIF) else None,
+                                   c.v_reset, f32(1.0 - dt / np.asarray(n.tau_syn, np.float64)), f32(n.w_in))
+        self.spiking = self.p.threshold is not None
+        for t in (self.p.decay, self.p.gain, self.p.threshold):
+            if t is not None and torch.isnan(t).any():
+                raise NeurodeployError(f"node {name} ({self.kind}) has NaN parameters; re-export the graph")
+
+    def scan(self, current, state=None):
+        """current: (T, B, *shape) -> output (T, B, *shape); state carried for step-by-step runs."""
+        p = self.p
+        v = state["v"] if state else torch.zeros_like(current[0])
+        i_syn = state.get("i") if state else None
+        if p.syn_decay is not None and i_syn is None:
+            i_syn = torch.zeros_like(current[0])
+        outs = []
+        for t in range(current.shape[0]):
+            drive = current[t]
+            if p.syn_decay is not None:
+                i_syn = p.syn_decay * i_syn + p.w_in * drive
+                drive = i_syn
+            v = p.decay * v + p.gain * drive + p.leak
+            if self.spiking:
+                s = (v - p.threshold > 0).to(v.dtype)
+                v = torch.where(s > 0, p.v_reset.expand_as(v), v)
+                outs.append(s)
+            else:
+                outs.append(v)
+        return torch.stack(outs), {"v": v, "i": i_syn}
+
+
+class _Threshold(_Op):
+    kind = "Threshold"
+
+    def __init__(self, name, node, device):
+        super().__init__(name, node, device)
+        self.th = _as_tensor(node.threshold, device)
+
+    def apply(self, x):
+        return (x - self.th > 0).to(x.dtype)
+
+
+def _toposort(nodes, edges):
+    """Kahn's algorithm; edges that close a cycle are returned as back edges."""
+    succ = {n: [] for n in nodes}
+    for s, d in edges:
+        succ[s].append(d)
+    order, state, back = [], {}, set()
+
+    def visit(n):  # iterative DFS to find back edges, then reverse postorder
+        stack = [(n, iter(succ[n]))]
+        state[n] = 1
+        while stack:
+            node, it = stack[-1]
+            for m in it:
+                if state.get(m) == 1:
+                    back.add((node, m))
+                elif m not in state:
+                    state[m] = 1
+                    stack.append((m, iter(succ[m])))
+                    break
+            else:
+                state[node] = 2
+                order.append(node)
+                stack.pop()
+
+    roots = [n for n in nodes if isinstance(nodes[n], nir.Input)] + list(nodes)
+    for n in roots:
+        if n not in state:
+            visit(n)
+    return order[::-1], back
+
+
+class TorchProgram:
+    """A compiled NIR graph. ``run(inputs, timesteps)`` -> RunResult."""
+
+    def __init__(self, graph: nir.NIRGraph, device="auto", dt: float | None = None):
+        self.device = resolve_device(device)
+        if self.device.type == "cuda":  # TF32 would round weights to 10 bits and break exactness
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.conventions = conventions_of(graph)
+        self.dt = float(dt if dt is not None else self.conventions.dt)
+        self.nodes, self.edges = flatten_graph(graph)
+        for s, d in self.edges:
+            for x in (s, d):
+                if x not in self.nodes:
+                    raise NeurodeployError(f"edge {s} -> {d} names a node {x!r} that the graph does not have")
+        self.inputs = [k for k, v in self.nodes.items() if isinstance(v, nir.Input) and "." not in k]
+        self.outputs = [k for k, v in self.nodes.items() if isinstance(v, nir.Output) and "." not in k]
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise NeurodeployError(f"the graph needs exactly one Input and one Output node at top level, "
+                                   f"it has {len(self.inputs)} and {len(self.outputs)}")
+        self.order, self.back_edges = _toposort(self.nodes, self.edges)
+        self.preds = {n: [s for s, d in self.edges if d == n] for n in self.nodes}
+        self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
+        self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).ravel())
+
+    def _compile_node(self, name, node):
+        if isinstance(node, PROJECTIONS):
+            return _Projection(name, node, self.device)
+        if isinstance(node, NEURONS):
+            return _Population(name, node, self.device, self.dt)
+        if isinstance(node, nir.Flatten):
+            return _Flatten(name, node, self.device)
+        if isinstance(node, nir.Threshold):
+            return _Threshold(name, node, self.device)
+        if isinstance(node, (nir.Input, nir.Output)):
+            return _Op(name, node, self.device)
+        if isinstance(node, nir.Delay):
+            op = _Op(name, node, self.device)
+            op.kind = "Delay"
+            op.steps = np.asarray(node.delay, float) / self.dt
+            if not np.allclose(op.steps, np.round(op.steps)) or len(np.unique(op.steps)) != 1:
+                raise NeurodeployError(f"node {name}: Delay must be one whole number of timesteps (dt={self.dt})")
+            op.steps = int(round(float(np.unique(op.steps)[0])))
+            return op
+        raise NeurodeployError(f"node {name}: the torch backend cannot run NIR node type {type(node).__name__}")
+
+    # ------------------------------------------------------------------ running
+    def run(self, inputs, timesteps: int | None = None, batch_size: int = 64, progress=None,
+            record_populations: bool = True) -> RunResult:
+        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+        T = int(timesteps or self.conventions.timesteps or 1)
+        shape = self.input_shape
+        if tuple(x.shape[1:]) == shape:
+            static, n = True, x.shape[0]
+        elif x.dim() == len(shape) + 2 and tuple(x.shape[2:]) == shape:
+            static, n = False, x.shape[1]
+            if x.shape[0] != T:
+                if timesteps is not None:
+                    raise NeurodeployError(f"the input sequence has {x.shape[0]} timesteps but --timesteps is {T}")
+                T = x.shape[0]
+        else:
+            raise NeurodeployError(f"input shape {tuple(x.shape)} does not fit the graph's input {shape}: give "
+                                   f"(N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")
+        if not torch.isfinite(x).all():
+            raise NeurodeployError("the input holds NaN or infinite values")
+        counters = RunCounters(samples=int(n), timesteps=T, backend="torch")
+        pop_counts, outputs = {}, []
+        t0 = time.perf_counter()
+        task = progress.add_task("torch", total=int(n)) if progress else None
+        with torch.no_grad():
+            for i in range(0, n, batch_size):
+                xb = (x[i:i + batch_size] if static else x[:, i:i + batch_size]).to(self.device)
+                b = xb.shape[0] if static else xb.shape[1]
+                out, pops = (self._run_layer_serial(xb, static, T, b, counters) if not self.back_edges
+                             else self._run_stepwise(xb, static, T, b, counters))
+                outputs.append(out.cpu())
+                for k, v in pops.items():
+                    pop_counts.setdefault(k, []).append(v.cpu())
+                if progress:
+                    progress.update(task, advance=b)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        out = torch.cat(outputs, dim=1).numpy()
+        spikes = {k: torch.cat(v).numpy() for k, v in pop_counts.items()} if record_populations else {}
+        return RunResult(outputs=out, counters=counters, population_spike_counts=spikes, seconds=seconds)
+
+    def _count_projection(self, op: _Projection, x, static, T, counters):
+        c = counters.projections.get(op.name)
+        if c is None:
+            c = counters.projections[op.name] = ProjectionCounts(
+                kind=op.kind, binary_input=True,
+                parameters=int(sum(int((t != 0).sum()) for t in (op.w, op.b) if t is not None)))
+        fan = op.fanout(x.shape[1:])
+        repeat = T if static else 1          # a static input is presented at every timestep
+        nonzero = (x != 0).to(fan.dtype)
+        c.effective_ops += float((nonzero * fan).sum()) * repeat
+        c.dense_ops += float(fan.sum()) * x.shape[0] * repeat
+        if c.binary_input and not bool(((x == 0) | (x == 1)).all()):
+            c.binary_input = False
+
+    def _count_population(self, op: _Population, current, out, counters, b):
+        c = counters.populations.get(op.name)
+        if c is None:
+            c = counters.populations[op.name] = PopulationCounts(kind=op.kind, neurons=int(np.prod(out.shape[2:])))
+        T = out.shape[0]
+        c.neuron_updates += float(c.neurons * T * b)
+        c.input_events += float((current != 0).sum())
+        per_sample = out.reshape(T, b, -1).sum(dim=(0, 2)) if op.spiking else torch.zeros(b)
+        c.spikes += float(per_sample.sum())
+        return per_sample
+
+    def _gather(self, name, values, T, b):
+        """Sum the incoming edges (fan-in); broadcast static values when mixed with time-varying ones."""
+        ins = [values[s] for s in self.preds[name]]
+        if not ins:
+            raise NeurodeployError(f"node {name} has no incoming edge")
+        if all(s for _, s in ins) or len(ins) == 1:
+            total = ins[0][0]
+            for v, _ in ins[1:]:
+                total = total + v
+            return total, ins[0][1] if len(ins) == 1 else True
+        total = None
+        for v, s in ins:
+            v = v.unsqueeze(0).expand(T, *v.shape).reshape(T * b, *v.shape[1:]) if s else v
+            total = v if total is None else total + v
+        return total, False
+
+    def _run_layer_serial(self, xb, static, T, b, counters):
+        values = {}   # node -> (tensor, static?) ; static tensors are (b, ...), others (T*b, ...)
+        pops = {}
+        for name in self.order:
+            op = self.ops[name]
+            if name == self.inputs[0]:
+                values[name] = (xb if static else xb.reshape(T * b, *xb.shape[2:]), static)
+                continue
+            x, s = self._gather(name, values, T, b)
+            self._check_shape(name, x)
+            if isinstance(op, _Population):
+                current = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
+                out, _ = op.scan(current)
+                pops[name] = self._count_population(op, current, out, counters, b)
+                values[name] = (out.reshape(T * b, *out.shape[2:]), False)
+            elif getattr(op, "kind", None) == "Delay":
+                seq = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
+                shifted = torch.cat([torch.zeros_like(seq[:op.steps]), seq[:T - op.steps]]) if op.steps else seq
+                values[name] = (shifted.reshape(T * b, *seq.shape[2:]), False)
+            else:
+                if isinstance(op, _Projection):
+                    self._count_projection(op, x, s, T, counters)
+                values[name] = (op.apply(x), s)
+        out, s = values[self.outputs[0]]
+        out = out.unsqueeze(0).expand(T, *out.shape) if s else out.reshape(T, b, *out.shape[1:])
+        return out, pops
+
+    def _run_stepwise(self, xb, static, T, b, counters):
+        """Graphs with cycles: one timestep at a time; back edges read the previous step."""
+        state, prev, pops, outs = {}, {}, {}, []
+        for t in range(T):
+            values = {}
+            for name in self.order:
+                op = self.ops[name]
+                if name == self.inputs[0]:
+                    values[name] = ((xb if static else xb[t]), False)
+                    continue
+                ins = []
+                for src in self.preds[name]:
+                    if (src, name) in self.back_edges:
+                        ins.append(prev.get(src, torch.zeros_like(values.get(src, (xb,))[0])) if src in prev else None)
+                    else:
+                        ins.append(values[src][0])
+                ins = [v for v in ins if v is not None]
+                x = ins[0]
+                for v in ins[1:]:
+                    x = x + v
+                if isinstance(op, _Population):
+                    out, state[name] = op.scan(x.unsqueeze(0), state.get(name))
+                    pops[name] = pops.get(name, 0) + self._count_population(op, x.unsqueeze(0), out, counters, b)
+                    values[name] = (out[0], False)
+                elif getattr(op, "kind", None) == "Delay":
+                    raise NeurodeployError(f"node {name}: Delay inside a recurrent graph is not supported")
+                else:
+                    if isinstance(op, _Projection):
+                        self._count_projection(op, x, False, 1, counters)
+                    values[name] = (op.apply(x), False)
+            prev = {k: v[0] for k, v in values.items()}
+            outs.append(values[self.outputs[0]][0])
+        return torch.stack(outs), pops
+
+    def _check_shape(self, name, x):
+        node = self.nodes[name]
+        want = getattr(node, "input_type", None) or {}
+        want = want.get("input") if isinstance(want, dict) else None
+        if want is None or isinstance(node, (nir.Conv2d, nir.Conv1d)):
+            return
+        want = tuple(int(s) for s in np.asarray(want).ravel())
+        if want and tuple(x.shape[1:]) != want and np.prod(want) == np.prod(x.shape[1:]) and len(want) != len(x.shape[1:]):
+            return
+        if want and tuple(x.shape[1:]) != want:
+            raise NeurodeployError(f"node {name} ({type(node).__name__}) expects input of shape {want} "
+                                   f"but its incoming edges carry {tuple(x.shape[1:])}")
+
+
+def compile(graph: nir.NIRGraph, device: str = "auto", dt: float | None = None) -> TorchProgram:
+    """Compile a NIR graph (ours or any tool's) for the torch backend."""
+    return TorchProgram(graph, device=device, dt=dt)

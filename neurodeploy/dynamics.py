@@ -1,0 +1,120 @@
+"""Neuron dynamics: the one discretisation every torch-side consumer shares.
+
+NIR neurons are continuous-time. For a LIF population (NIR ``LIF``)
+
+    tau * dv/dt = (v_leak - v) + r * I
+
+and this toolkit discretises it with forward Euler at step ``dt`` (read from
+the graph's metadata; see :mod:`neurodeploy.graph.metadata`). Per timestep t:
+
+    v[t] = decay * v[t-1] + gain * I[t] + leak        decay = 1 - dt/tau
+                                                       gain  = r * dt/tau
+                                                       leak  = v_leak * dt/tau
+    s[t] = v[t] > v_threshold                          (strict ">", as snnTorch)
+    v[t] = v_reset  where s[t]                         (reset in the same step)
+
+With snnTorch's export convention (tau = dt/(1-beta), r = tau/dt) this is
+exactly snnTorch's ``Leaky`` with ``reset_mechanism="zero"`` and
+``reset_delay=False``: v[t] = beta * v[t-1] + I[t].
+
+``IF`` is LIF without leak (decay 1, gain r); ``LI`` is LIF without a
+threshold (the membrane is the output); ``I`` is a pure integrator
+(v += r * I * dt); ``CubaLIF`` adds a synaptic current stage
+(i[t] = (1 - dt/tau_syn) i[t-1] + w_in * I[t], then LIF on i with
+gain = r * dt/tau_mem).
+
+Spikes reach the next projection in the same timestep (no synaptic delay).
+
+The coefficients are computed in float64 from the NIR parameters and then
+cast to float32, so that the spiking model (which stores beta) and every
+backend reading the exported NIR file use bit-identical numbers: the
+round trip beta -> tau -> 1 - dt/tau lands on the same float32.
+
+This module is imported by the architectures (training and evaluation) and by
+the torch reference backend, so that both run the same arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_DT = 1e-4  # snnTorch's export convention; NIR itself stores no dt
+
+
+@dataclass(frozen=True)
+class LIFCoefficients:
+    """Per-neuron float32 coefficients of the discrete LIF update."""
+
+    decay: torch.Tensor
+    gain: torch.Tensor
+    leak: torch.Tensor
+    threshold: torch.Tensor
+    v_reset: torch.Tensor
+
+    def to(self, device) -> "LIFCoefficients":
+        return LIFCoefficients(*(t.to(device) for t in (self.decay, self.gain, self.leak,
+                                                          self.threshold, self.v_reset)))
+
+
+def beta_to_nir(beta: np.ndarray, dt: float = DEFAULT_DT) -> tuple[np.ndarray, np.ndarray]:
+    """snnTorch's beta -> NIR (tau, r): tau = dt / (1 - beta), r = tau / dt."""
+    beta64 = np.asarray(beta, dtype=np.float64)
+    tau = dt / (1.0 - beta64)
+    return tau, tau / dt
+
+
+def lif_coefficients(tau, r, v_leak, v_threshold, v_reset, dt: float = DEFAULT_DT) -> LIFCoefficients:
+    """NIR LIF parameters (arrays of the population shape) -> float32 coefficients."""
+    tau = np.asarray(tau, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    alpha = dt / tau
+    arrays = (1.0 - alpha, r * alpha, np.asarray(v_leak, np.float64) * alpha,
+              np.asarray(v_threshold, np.float64), np.asarray(v_reset, np.float64))
+    return LIFCoefficients(*(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays))
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside forward (v - threshold > 0); arctan surrogate backward.
+
+    dS/dv ~= (slope / 2) / (1 + (pi/2 * slope * (v - threshold))^2)
+    (Fang et al. 2021, as snnTorch's ``surrogate.atan``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = ctx.slope
+        return grad * (s / 2) / (1 + (torch.pi / 2 * s * x) ** 2), None
+
+
+def spike(x: torch.Tensor, slope: float = 2.0) -> torch.Tensor:
+    return _SpikeFn.apply(x, slope)
+
+
+def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float = 2.0,
+             return_membrane: bool = False):
+    """Run the LIF recurrence over the leading time axis.
+
+    current: (T, B, *population_shape) input current, already summed over fan-in.
+    Returns spikes (T, B, *shape) and, if asked, the membrane after reset.
+    Differentiable (arctan surrogate) when autograd is on.
+    """
+    v = torch.zeros_like(current[0])
+    spikes, membranes = [], []
+    for t in range(current.shape[0]):
+        v = c.decay * v + c.gain * current[t] + c.leak
+        s = spike(v - c.threshold, surrogate_slope)
+        v = torch.where(s > 0, c.v_reset.expand_as(v), v)
+        spikes.append(s)
+        if return_membrane:
+            membranes.append(v)
+    out = torch.stack(spikes)
+    return (out, torch.stack(membranes)) if return_membrane else out

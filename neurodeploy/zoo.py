@@ -1,0 +1,60 @@
+"""The model zoo on disk: ``models/<name>/`` holds snn.pt, cnn.pt, their JSON cards
+and ``<name>.nir`` (the exported spiking twin).
+
+The zoo folder is the repository's ``models/`` (shipped in the wheel as the
+package data ``neurodeploy/zoo``); ``$NEURODEPLOY_ZOO`` overrides it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .architectures import ARCHITECTURES, build, count_macs, count_parameters, family_of
+
+ZOO_DATASET = "mnist5k"
+ZOO_INPUT = dict(num_classes=10, input_size=32, in_channels=1)
+
+
+def zoo_dir() -> Path:
+    if os.environ.get("NEURODEPLOY_ZOO"):
+        return Path(os.environ["NEURODEPLOY_ZOO"])
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "models", here / "zoo"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "models"
+
+
+def checkpoint_path(name: str, twin: str = "snn") -> Path:
+    return zoo_dir() / name / f"{twin}.pt"
+
+
+def nir_path(name: str) -> Path:
+    return zoo_dir() / name / f"{name}.nir"
+
+
+def read_card(name: str, twin: str) -> dict | None:
+    p = checkpoint_path(name, twin).with_suffix(".json")
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def listing() -> list[dict]:
+    """One row per zoo model: what ``neurodeploy models`` prints."""
+    rows = []
+    for name in ARCHITECTURES:
+        cnn = build(name, "cnn", **ZOO_INPUT)
+        snn_card, cnn_card = read_card(name, "snn"), read_card(name, "cnn")
+        rows.append({
+            "name": name, "family": family_of(name),
+            "classes": ZOO_INPUT["num_classes"], "input": [ZOO_INPUT["in_channels"], 32, 32],
+            "parameters": count_parameters(cnn),
+            "cnn_macs": count_macs(cnn, (ZOO_INPUT["in_channels"], 32, 32)),
+            "snn_checkpoint": checkpoint_path(name, "snn").exists(),
+            "cnn_checkpoint": checkpoint_path(name, "cnn").exists(),
+            "dataset": (snn_card or {}).get("dataset", ZOO_DATASET),
+            "snn_test_accuracy": (snn_card or {}).get("test_accuracy"),
+            "cnn_test_accuracy": (cnn_card or {}).get("test_accuracy"),
+            "timesteps": (snn_card or {}).get("timesteps"),
+        })
+    return rows
