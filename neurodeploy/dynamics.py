@@ -20,7 +20,7 @@ exactly snnTorch's ``Leaky`` with ``reset_mechanism="zero"`` and
 ``IF`` is LIF without leak (decay 1, gain r); ``LI`` is LIF without a
 threshold (the membrane is the output); ``I`` is a pure integrator
 (v += r * I * dt); ``CubaLIF`` adds a synaptic current stage
-(i[t] = (1 - dt/tau_syn) i[t-1] + w_in * I[t], then LIF on i with
+(i[t] = (1 - dt/tau_syn) i[t-1] + (dt/tau_syn) w_in I[t], then LIF on i with
 gain = r * dt/tau_mem).
 
 Spikes reach the next projection in the same timestep (no synaptic delay).
@@ -72,7 +72,7 @@ def lif_coefficients(tau, r, v_leak, v_threshold, v_reset, dt: float = DEFAULT_D
     alpha = dt / tau
     arrays = (1.0 - alpha, r * alpha, np.asarray(v_leak, np.float64) * alpha,
               np.asarray(v_threshold, np.float64), np.asarray(v_reset, np.float64))
-    return LIFCoefficients(*(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays))
+    return LIFCoefficients(*(torch.from_numpy(np.array(a, dtype=np.float32, order="C")) for a in arrays))
 
 
 class _SpikeFn(torch.autograd.Function):

@@ -88,7 +88,7 @@ class LIF(nn.Module):
         self._coeffs = None
 
     def nir_parameters(self, shape=None) -> dict:
-        shape = tuple(shape or self.population_shape)
+        shape = tuple(self.population_shape if shape is None else shape)
         tau, r = dynamics.beta_to_nir(np.full(shape, self.beta, dtype=np.float32), self.dt)
         return {"tau": tau, "r": r, "v_leak": np.zeros(shape), "v_threshold": np.full(shape, float(self.threshold)),
                 "v_reset": np.zeros(shape)}
@@ -152,21 +152,33 @@ class ConvBN(nn.Module):
 
 
 class LinearOut(nn.Module):
-    """Final fully connected layer; snapped like ConvBN in the spiking twin's eval mode."""
+    """Fully connected classifier followed by BatchNorm; folded and snapped like ConvBN.
 
-    def __init__(self, cin, cout, snap=False):
+    The BatchNorm matters for the spiking twin: it scales the output
+    population's input current to O(threshold) from the first step, so the
+    output neurons spike (and the loss has a gradient) from the start.
+    """
+
+    def __init__(self, cin, cout, snap=False, bn=True):
         super().__init__()
         self.fc = nn.Linear(cin, cout)
+        self.bn = nn.BatchNorm1d(cout) if bn else None
         self.snap = snap
 
     def deployed_parameters(self):
+        w, b = self.fc.weight, self.fc.bias
+        if self.bn is not None:
+            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+            w = w * scale.view(-1, 1)
+            b = (b - self.bn.running_mean) * scale + self.bn.bias
         if self.snap:
-            return snap_to_exact_grid(self.fc.weight, self.fc.bias)
-        return self.fc.weight.detach(), self.fc.bias.detach()
+            return snap_to_exact_grid(w, b)
+        return w.detach(), b.detach()
 
     def forward(self, x):
         if self.training or not self.snap:
-            return self.fc(x)
+            y = self.fc(x)
+            return self.bn(y) if self.bn is not None else y
         return F.linear(x, *self.deployed_parameters())
 
 
@@ -183,13 +195,15 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
 
 
-@torch.fx.wrap
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: (g, C/g) -> transpose -> (C/g, g).
 
-    Wrapped for torch.fx so the exporter sees one ``channel_shuffle`` call
-    (a permutation it folds into the consumers) rather than view/transpose.
+    Under torch.fx tracing it records itself as one ``channel_shuffle`` call
+    (a permutation the exporter folds into the consumers) rather than
+    view/transpose, however it was imported.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return x.tracer.create_proxy("call_function", channel_shuffle, (x, groups), {})
     n, c, h, w = x.shape
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
@@ -221,6 +235,13 @@ class Twin:
 
     def linear(self, cin, cout) -> LinearOut:
         return LinearOut(cin, cout, snap=self.spiking)
+
+    def readout(self) -> nn.Module:
+        """After the classifier: the spiking twin's output population (its spike
+        count is the class score); the CNN twin's logits stay linear."""
+        if self.spiking:
+            return LIF(self.beta, self.threshold, self.surrogate_slope)
+        return nn.Identity()
 
     def se(self, channels, reduced) -> nn.Module:
         return nn.Identity() if self.spiking else SqueezeExcite(channels, max(1, reduced))
@@ -270,19 +291,26 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: TwinModel, input_shape, device="cpu") -> int:
-    """Multiply-accumulates of one inference of the CNN twin (conv + linear, one timestep)."""
+    """Multiply-accumulates of one inference of a twin (conv + linear layers, one timestep)."""
     macs = 0
 
-    def conv_hook(m, inp, out):
-        nonlocal macs
-        macs += out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    def conv_macs(conv: nn.Conv2d, out):
+        return out[0].numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
 
-    def linear_hook(m, inp, out):
+    def hook(m, inp, out):
         nonlocal macs
-        macs += m.in_features * m.out_features
+        if isinstance(m, ConvBN):
+            macs += conv_macs(m.conv, out)
+        elif isinstance(m, nn.Conv2d):
+            macs += conv_macs(m, out)
+        else:
+            fc = m.fc if isinstance(m, LinearOut) else m
+            macs += fc.in_features * fc.out_features
 
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    inner = {id(m.conv) for m in model.modules() if isinstance(m, ConvBN)}
+    inner |= {id(m.fc) for m in model.modules() if isinstance(m, LinearOut)}
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (ConvBN, LinearOut)) or (isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in inner)]
     was_training, steps = model.training, model.timesteps
     model.eval()
     model.timesteps = 1

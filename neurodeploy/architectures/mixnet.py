@@ -17,12 +17,14 @@ from torch import nn
 from .layers import Twin, TwinModel
 from .mnasnet import scaled
 
-# expansion, output channels, depthwise kernels, stride, squeeze-excitation ratio (MixNet-S)
+# expansion, output channels, depthwise kernels, stride, squeeze-excitation ratio (MixNet-S;
+# the 9x9 and 11x11 kernel groups of the last blocks are capped at 7x7: at 4x4 and 8x8
+# feature maps they see the same window, and large depthwise kernels are slow on CPUs)
 BLOCKS = ((1, 16, (3,), 1, 0), (6, 24, (3,), 1, 0), (3, 24, (3,), 1, 0),
           (6, 40, (3, 5, 7), 2, 0.5), (6, 40, (3, 5), 1, 0.5),
           (6, 80, (3, 5, 7), 2, 0.25), (6, 80, (3, 5), 1, 0.25),
-          (6, 120, (3, 5, 7), 1, 0.5), (3, 120, (3, 5, 7, 9), 1, 0.5),
-          (6, 200, (3, 5, 7, 9, 11), 2, 0.5))
+          (6, 120, (3, 5, 7), 1, 0.5), (3, 120, (3, 5, 7), 1, 0.5),
+          (6, 200, (3, 5, 7), 2, 0.5))
 
 
 def split_channels(channels: int, groups: int) -> list:
@@ -75,7 +77,7 @@ class MixNet(TwinModel):
             layers.append(MixBlock(twin, cin, cout, t, kernels, s, se))
             cin = cout
         layers += [twin.conv(cin, head, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
-                   twin.linear(head, num_classes), twin.act()]
+                   twin.linear(head, num_classes), twin.readout()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

@@ -22,7 +22,7 @@ STAGES = ((3, 24, 3, 1, 3), (3, 40, 3, 2, 5), (6, 80, 3, 2, 5), (6, 96, 2, 1, 3)
 
 
 def scaled(c: float, width: float) -> int:
-    return max(8, int(c * width + 4) // 8 * 8)
+    return max(16, int(c * width + 4) // 8 * 8)   # >= 16: binary spikes need width
 
 
 class MBConv(nn.Module):
@@ -57,7 +57,7 @@ class MnasNet(TwinModel):
                 layers.append(MBConv(twin, cin, cout, t, k, s if i == 0 else 1))
                 cin = cout
         layers += [twin.conv(cin, head, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
-                   twin.linear(head, num_classes), twin.act()]
+                   twin.linear(head, num_classes), twin.readout()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

@@ -64,7 +64,7 @@ class ShuffleNetV2(TwinModel):
             layers += [ShuffleUnit(twin, cout, cout, 1) for _ in range(repeats - 1)]
             cin = cout
         layers += [twin.conv(cin, HEAD_CHANNELS, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
-                   twin.linear(HEAD_CHANNELS, num_classes), twin.act()]
+                   twin.linear(HEAD_CHANNELS, num_classes), twin.readout()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

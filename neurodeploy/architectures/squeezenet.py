@@ -60,7 +60,7 @@ class SqueezeNet(TwinModel):
             if f in POOL_AFTER:
                 layers.append(twin.pool(2))
         final = input_size // 8
-        layers += [twin.conv(cin, num_classes, 1, bn=False), twin.act(), nn.AvgPool2d(final), nn.Flatten()]
+        layers += [twin.conv(cin, num_classes, 1, bn=False), twin.readout(), nn.AvgPool2d(final), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

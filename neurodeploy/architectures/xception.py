@@ -68,7 +68,7 @@ class Xception(TwinModel):
         layers += [MiddleBlock(twin, c2) for _ in range(middle_blocks)]
         e1, e2 = EXIT
         layers += [EntryBlock(twin, c2, e1), SeparableConv(twin, e1, e2), twin.act(),
-                   nn.AvgPool2d(input_size // 16), nn.Flatten(), twin.linear(e2, num_classes), twin.act()]
+                   nn.AvgPool2d(input_size // 16), nn.Flatten(), twin.linear(e2, num_classes), twin.readout()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

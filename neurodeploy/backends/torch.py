@@ -9,7 +9,7 @@ Per timestep t, with I[t] the sum of all incoming edges (NIR fan-in):
     IF       v = v + r dt I;  s = v > v_threshold;  v = v_reset where s
     LI       v = (1 - dt/tau) v + (r dt/tau) I + (dt/tau) v_leak;  output v
     I        v = v + r dt I;  output v
-    CubaLIF  i = (1 - dt/tau_syn) i + w_in I;  then LIF on i with tau = tau_mem
+    CubaLIF  i = (1 - dt/tau_syn) i + (w_in dt/tau_syn) I;  then LIF on i with tau = tau_mem
     CubaLI   the same, output v
     Threshold  s = I > threshold (stateless);  Delay: output I[t - delay/dt]
 
@@ -147,8 +147,22 @@ class _Projection(_Op):
                                        "the graph is broken: re-export it")
         self._fanout = {}
 
+        # Slice-writing projections (a concatenation's branches) have zero output rows:
+        # compute only the live rows and place them (same numbers, a fraction of the work).
+        self.rows = None
+        if self.kind in ("Conv2d", "Conv1d", "Affine") and int(getattr(n, "groups", 1)) == 1:
+            live = (self.w.reshape(self.w.shape[0], -1) != 0).any(1) | (self.b != 0)
+            if int(live.sum()) < 0.75 * len(live):
+                self.rows = torch.nonzero(live).flatten()
+                self.w_live, self.b_live = self.w[self.rows].contiguous(), self.b[self.rows].contiguous()
+
     def apply(self, x):
-        return self.f(x, self.w, self.b)
+        if self.rows is None:
+            return self.f(x, self.w, self.b)
+        y_live = self.f(x, self.w_live, self.b_live)
+        y = y_live.new_zeros((y_live.shape[0], self.w.shape[0]) + tuple(y_live.shape[2:]))
+        y[:, self.rows] = y_live
+        return y
 
     def fanout(self, in_shape) -> torch.Tensor:
         """Synaptic targets with a nonzero weight for each input element (per-sample shape)."""
@@ -210,7 +224,8 @@ class _Population(_Op):
             vr = n.v_reset if isinstance(n, nir.CubaLIF) else np.zeros_like(tau_mem)
             c = dynamics.lif_coefficients(tau_mem, n.r, n.v_leak, vt, vr, dt).to(device)
             self.p = _NeuronParams(c.decay, c.gain, c.leak, c.threshold if isinstance(n, nir.CubaLIF) else None,
-                                   c.v_reset, f32(1.0 - dt / np.asarray(n.tau_syn, np.float64)), f32(n.w_in))
+                                   c.v_reset, f32(1.0 - dt / np.asarray(n.tau_syn, np.float64)),
+                                   f32(np.asarray(n.w_in, np.float64) * dt / np.asarray(n.tau_syn, np.float64)))
         self.spiking = self.p.threshold is not None
         for t in (self.p.decay, self.p.gain, self.p.threshold):
             if t is not None and torch.isnan(t).any():
@@ -431,7 +446,11 @@ class TorchProgram:
             else:
                 if isinstance(op, _Projection):
                     self._count_projection(op, x, s, T, counters)
-                values[name] = (op.apply(x), s)
+                try:
+                    values[name] = (op.apply(x), s)
+                except RuntimeError as e:
+                    raise NeurodeployError(f"node {name} ({op.kind}) cannot take its input of shape "
+                                           f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from e
         out, s = values[self.outputs[0]]
         out = out.unsqueeze(0).expand(T, *out.shape) if s else out.reshape(T, b, *out.shape[1:])
         return out, pops

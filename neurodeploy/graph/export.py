@@ -33,6 +33,7 @@ ReLU, and any other op without an exact spiking form.
 from __future__ import annotations
 
 import operator
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import nir
@@ -105,6 +106,7 @@ class _Builder:
     edges: list = field(default_factory=list)
     shapes: dict = field(default_factory=dict)      # node -> per-sample output shape
     zero_channels: dict = field(default_factory=dict)  # node -> bool mask of channels known to be 0
+    readers: dict = field(default_factory=dict)   # node -> how many fx values hold a term of it
 
     def add(self, name, node, shape, zero=None):
         base, i = name, 1
@@ -161,6 +163,7 @@ def _lower_conv(b: _Builder, name: str, module: ConvBN, value: Wiring, out_shape
     conv = module.conv
     c_out = w.shape[0]
     terms = []
+    bias_done = np.zeros(c_out, bool)
     for j, term in enumerate(value.terms):
         src_c = b.shapes[term.source][0]
         in_shape = b.shapes[term.source]
@@ -177,10 +180,14 @@ def _lower_conv(b: _Builder, name: str, module: ConvBN, value: Wiring, out_shape
             terms.append(_identity_term(nm, c_out))
         elif conv.groups == conv.in_channels == c_out:
             # depthwise: stay depthwise in the source's channel space
+            if len(set(term.select[used].tolist())) != int(used.sum()):
+                raise NeurodeployError(f"{name}: a source channel feeds two depthwise channels; no exact lowering")
             wj = np.zeros((src_c, 1) + w.shape[2:], np.float32)
             bj = np.zeros(src_c, np.float32)
             wj[term.select[used]] = w[used]
-            bj[term.select[used]] = bias[used]   # each channel's bias goes with its own source
+            take = used & ~bias_done                # a channel's bias enters with its first term only
+            bj[term.select[take]] = bias[take]
+            bias_done |= used
             zero = np.ones(src_c, bool)
             zero[term.select[used]] = False
             node = nir.Conv2d(input_shape=tuple(int(s) for s in in_shape[1:]), weight=wj,
@@ -219,12 +226,41 @@ def _selection_conv(b: _Builder, name, term: Term, channels, spatial):
     return nm
 
 
+def _write_slice(b: _Builder, term: Term, channels: int) -> bool:
+    """Make a dense projection write its output channels where the value wants them.
+
+    The branch convs of a concatenation become projections whose output is the
+    full concatenated width, with zero rows outside their own slice; summed by
+    fan-in, they give the concatenation exactly (x + 0 = x). Only a projection
+    that nothing reads yet is rewritten.
+    """
+    node = b.nodes[term.source]
+    dense_conv = isinstance(node, nir.Conv2d) and int(node.groups) == 1
+    if (not (dense_conv or isinstance(node, nir.Affine)) or any(s == term.source for s, _ in b.edges)
+            or b.readers.get(term.source, 0) > 1):
+        return False
+    used = term.select >= 0
+    if len(set(term.select[used].tolist())) != int(used.sum()):
+        return False
+    w = np.zeros((channels,) + node.weight.shape[1:], np.float32)
+    bias = np.zeros(channels, np.float32)
+    w[used], bias[used] = node.weight[term.select[used]], node.bias[term.select[used]]
+    if dense_conv:
+        b.nodes[term.source] = nir.Conv2d(input_shape=tuple(node.input_shape), weight=w, stride=node.stride,
+                                          padding=node.padding, dilation=node.dilation, groups=1, bias=bias)
+    else:
+        b.nodes[term.source] = nir.Affine(weight=w, bias=bias)
+    b.shapes[term.source] = (channels,) + b.shapes[term.source][1:]
+    b.zero_channels[term.source] = ~used
+    return True
+
+
 def _lower_lif(b: _Builder, name, module: LIF, value: Wiring) -> Wiring:
     shape = value.shape
     p = module.nir_parameters(shape)
     nm = b.add(name, nir.LIF(**p), shape)
     for term in value.terms:
-        if _is_identity(b, term, value.channels):
+        if _is_identity(b, term, value.channels) or _write_slice(b, term, value.channels):
             b.connect(term.source, nm)
         elif len(shape) == 3:
             b.connect(_selection_conv(b, name, term, shape[0], shape[1:]), nm)
@@ -282,7 +318,9 @@ def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
     b = _Builder()
     values = {}
     modules = dict(gm.named_modules())
+    processed = set()
     for node in gm.graph.nodes:
+        processed.add(node)
         if node.op == "placeholder":
             nm = b.add("input", nir.Input(input_type={"input": np.array(input_shape)}), input_shape)
             values[node] = Wiring([_identity_term(nm, input_shape[0])], tuple(input_shape))
@@ -299,6 +337,7 @@ def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
             elif isinstance(mod, LinearOut):
                 values[node] = _lower_linear(b, name, mod, arg, _shape(node))
             elif isinstance(mod, LIF):
+                b.readers = _sources_still_needed(values, processed, node)
                 values[node] = _lower_lif(b, name, mod, arg)
             elif isinstance(mod, nn.AvgPool2d):
                 values[node] = _lower_pool(b, name, mod, arg, _shape(node))
@@ -317,6 +356,22 @@ def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
         elif node.op == "get_attr":
             raise NeurodeployError(f"cannot export: the network reads a tensor attribute ({node.target}) directly")
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
+
+
+def _sources_still_needed(values, processed, current) -> dict:
+    """NIR node -> how many traced values other than ``current``'s input still to be read hold a term of it.
+
+    A projection may be rewritten to write a concatenation's slice only if
+    nothing else will read its original channels.
+    """
+    counts: dict = {}
+    for fx_node, value in values.items():
+        if fx_node is current.args[0] or not any(u not in processed for u in fx_node.users):
+            continue
+        for v in (value if isinstance(value, tuple) else (value,)):
+            for term in v.terms:
+                counts[term.source] = counts.get(term.source, 0) + 1
+    return {k: c + 1 for k, c in counts.items()}
 
 
 def _split_sizes(node, channels):
@@ -394,3 +449,15 @@ def export(model: TwinModel, input_shape, conventions: GraphConventions | None =
                                       "model": getattr(model, "name", None), "twin": "snn",
                                       "from_metadata": False})
     return with_conventions(graph, conventions)
+
+
+def export_checkpoint_model(model: TwinModel, checkpoint_path) -> nir.NIRGraph:
+    """Export a network loaded from a checkpoint, recording the checkpoint and its hash."""
+    from .. import __version__
+    from ..checkpoint import sha256
+    card = getattr(model, "card", {}) or {}
+    shape = tuple(card.get("input_shape") or (model.arguments["in_channels"], model.arguments["input_size"],
+                                              model.arguments["input_size"]))
+    conventions = GraphConventions(dataset=card.get("dataset"), checkpoint=str(Path(checkpoint_path).resolve()),
+                                   checkpoint_sha256=sha256(checkpoint_path), toolkit_version=__version__)
+    return export(model, shape, conventions)

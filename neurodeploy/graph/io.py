@@ -4,8 +4,8 @@ Depthwise and grouped convolutions: NIR 1.0.8 computes a Conv2d's input type
 from ``weight.shape[1]`` (C_in / groups), so ``nir.read(path, type_check=True)``
 rejects every graph with ``groups > 1``, ours and anyone's. We write such
 convolutions as they are (compact and faithful) and read with
-``nir.read(path, type_check=False)`` followed by our own type check
-(:func:`neurodeploy.graph.check.check_types`) that knows about groups. Other
+``nir.read(path, type_check=False)``; ``neurodeploy check`` then runs our own
+type check (:func:`neurodeploy.graph.check.type_check`), which knows about groups. Other
 tools reading our files need that same one flag when a graph has grouped
 convolutions; graphs without them read with type checking on.
 """
@@ -60,6 +60,9 @@ def write_graph(path, graph: nir.NIRGraph) -> Path:
     os.close(fd)
     try:
         nir.write(tmp, graph)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; a written graph is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -107,6 +107,64 @@ def depthwise_graph(tmp_path, seed=2):
     return save(tmp_path, "depthwise", nodes, edges, (3, 8, 8), 6)
 
 
+def readout_graph(tmp_path, seed=3):
+    """Output fed by global average pooling + flatten (read out on the host)."""
+    rng = np.random.default_rng(seed)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 4, 4])}),
+        "conv1": conv(rng, 5, 2, 3, (4, 4), 0.7),
+        "lif1": lif((5, 4, 4)),
+        "gap": nir.AvgPool2d(kernel_size=np.array([4, 4]), stride=np.array([4, 4]),
+                             padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([5, 1, 1])}, start_dim=0, end_dim=-1),
+        "output": nir.Output(output_type={"output": np.array([5])}),
+    }
+    edges = [("input", "conv1"), ("conv1", "lif1"), ("lif1", "gap"), ("gap", "flat"),
+             ("flat", "output")]
+    return save(tmp_path, "readout", nodes, edges, (2, 4, 4), 4)
+
+
+def wide_graph(tmp_path, seed=4):
+    """A 160-channel pooling: more groups than lava's int8 Conv.groups holds (-> Sparse)."""
+    rng = np.random.default_rng(seed)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([4, 4, 4])}),
+        "conv1": conv(rng, 160, 4, 1, (4, 4), 0.8, pad=0),
+        "lif1": lif((160, 4, 4)),
+        "pool": nir.AvgPool2d(kernel_size=np.array([2]), stride=np.array([2]), padding=np.array([0])),
+        "lif2": if_((160, 2, 2), thr=0.4),
+        "output": nir.Output(output_type={"output": np.array([160, 2, 2])}),
+    }
+    edges = [("input", "conv1"), ("conv1", "lif1"), ("lif1", "pool"), ("pool", "lif2"),
+             ("lif2", "output")]
+    return save(tmp_path, "wide", nodes, edges, (4, 4, 4), 4)
+
+
+def cuba_graph(tmp_path, seed=5):
+    """CubaLIF populations (synaptic filter) fed by the input and by spikes."""
+    rng = np.random.default_rng(seed)
+    tau_syn, tau_mem = DT / 0.4, DT / 0.15      # syn decay 0.6, membrane decay 0.85
+
+    def cuba(shape, w_in=1.0):
+        return nir.CubaLIF(tau_syn=np.full(shape, tau_syn), tau_mem=np.full(shape, tau_mem),
+                           r=np.full(shape, tau_mem / DT), v_leak=np.zeros(shape),
+                           v_threshold=np.ones(shape), v_reset=np.zeros(shape),
+                           w_in=np.full(shape, w_in))
+
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 5, 5])}),
+        "conv1": conv(rng, 4, 2, 3, (5, 5), 0.5),
+        "cuba1": cuba((4, 5, 5), w_in=0.8),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 5, 5])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=rng.normal(0, 0.4, (6, 100)), bias=np.zeros(6)),
+        "cuba2": cuba((6,)),
+        "output": nir.Output(output_type={"output": np.array([6])}),
+    }
+    edges = [("input", "conv1"), ("conv1", "cuba1"), ("cuba1", "flat"), ("flat", "fc"),
+             ("fc", "cuba2"), ("cuba2", "output")]
+    return save(tmp_path, "cuba", nodes, edges, (2, 5, 5), 8)
+
+
 # ---------------------------------------------------------------- numpy reference
 def _conv_ref(x, w, stride, pad, groups):
     """Direct cross-correlation (N, C, H, W), independent of the backend's im2col."""
@@ -173,15 +231,20 @@ def reference_run(path, x, timesteps):
                 val[n] = inp.reshape(inp.shape[0], -1)
             elif kind == "Affine":
                 val[n] = inp @ np.asarray(node.weight).T + node.bias
-            elif kind in ("LIF", "IF"):
+            elif kind in ("LIF", "IF", "CubaLIF"):
                 f32 = lambda a: np.asarray(a, np.float64).astype(np.float32)
-                if kind == "LIF":
-                    a = DT / np.asarray(node.tau, np.float64)
+                cur = inp.astype(np.float32)
+                if kind == "CubaLIF":
+                    i = state.get(n + ".i", np.zeros(inp.shape, np.float32))
+                    cur = f32(1 - DT / np.asarray(node.tau_syn, np.float64)) * i + f32(node.w_in) * cur
+                    state[n + ".i"] = cur
+                if kind in ("LIF", "CubaLIF"):
+                    a = DT / np.asarray(node.tau if kind == "LIF" else node.tau_mem, np.float64)
                     decay, gain, leak = f32(1 - a), f32(node.r * a), f32(node.v_leak * a)
                 else:
                     decay, gain, leak = f32(np.ones_like(node.r)), f32(node.r * DT), f32(0 * node.r)
                 v = state.get(n, np.zeros(inp.shape, np.float32))
-                v = decay * v + gain * inp.astype(np.float32) + leak
+                v = decay * v + gain * cur + leak
                 s = v > f32(node.v_threshold)
                 state[n] = np.where(s, f32(node.v_reset), v).astype(np.float32)
                 val[n] = s.astype(np.float64)
@@ -237,6 +300,17 @@ def test_thresholds_decays_biases():
     assert list(fx.shift_accumulated(np.array([-5, 5]), -1)) == [-3, 2]
 
 
+def test_cuba_step_is_loihi_arithmetic():
+    u, v = fx.cuba_step(np.zeros(2), np.array([1000, -1000]), np.array([3, -3]),
+                        du=np.array([4095, 4095]), dv=np.array([2048, 2048]), drive_u=0, bias_v=5)
+    assert list(u) == [192, -192] and list(v) == [500 + 192 + 5, -500 - 192 + 5]
+    du, rep = fx.syn_decay_to_du(np.array([0.6, 1.0]))
+    assert list(du) == [1637, 0] and rep["clipped"] == 1    # lava's u can never hold exactly
+    u, _ = fx.cuba_step(np.array([4096]), np.zeros(1), np.zeros(1), du, np.zeros(1), 0, 0)
+    assert u[0] == (4096 * (4096 - 1638)) >> 12             # decays by (4096 - du - 1) / 4096
+    assert fx.wrap_state(np.array([(1 << 23) + 5]))[0] == -(1 << 23) + 5
+
+
 # ---------------------------------------------------------------- error paths (no runtime)
 def test_missing_runtime_names_the_fix(tmp_path, monkeypatch):
     from neurodeploy.backends import lava
@@ -261,7 +335,8 @@ def test_unsupported_node_is_named(tmp_path):
 # ---------------------------------------------------------------- on Lava
 @pytest.mark.lava
 @needs_lava
-@pytest.mark.parametrize("builder", [chain_graph, residual_graph, depthwise_graph])
+@pytest.mark.parametrize("builder", [chain_graph, residual_graph, depthwise_graph, readout_graph,
+                                     wide_graph, cuba_graph])
 def test_float_mode_matches_reference_spike_for_spike(tmp_path, builder):
     from neurodeploy.backends import lava
     path = builder(tmp_path)
@@ -333,7 +408,7 @@ def reference_counts(path, x, t):
     g = nir.read(str(path), type_check=False)
     out = {}
     for n, node in g.nodes.items():
-        if type(node).__name__ in ("LIF", "IF"):
+        if type(node).__name__ in ("LIF", "IF", "CubaLIF"):
             edges = [e for e in g.edges if e[1] != "output"] + [(n, "output")]
             nodes = dict(g.nodes)
             nodes["output"] = nir.Output(output_type={"output": np.asarray(node.v_threshold.shape)})
@@ -345,7 +420,8 @@ def reference_counts(path, x, t):
 
 @pytest.mark.lava
 @needs_lava
-@pytest.mark.parametrize("builder", [chain_graph, residual_graph, depthwise_graph])
+@pytest.mark.parametrize("builder", [chain_graph, residual_graph, depthwise_graph, wide_graph,
+                                     cuba_graph])
 def test_fast_conv_model_is_bit_exact_with_stock_fixed_pt(tmp_path, builder):
     """Binary and graded (pool -> conv) inputs, depthwise groups, delays, fan-in."""
     from neurodeploy.backends import lava
@@ -408,3 +484,82 @@ def test_fixed_point_restrictions_fail_at_compile(tmp_path):
     lava.compile(path, precision="float")               # fine in float
     with pytest.raises(NeurodeployError, match="conv2, conv3 follow each other"):
         lava.compile(path, precision="fixed")
+
+
+@pytest.mark.lava
+@needs_lava
+def test_chunked_run_equals_one_run(tmp_path):
+    from neurodeploy.backends import lava
+    path = chain_graph(tmp_path)
+    x = np.random.default_rng(9).uniform(0, 1, (3, 2, 8, 8)).astype(np.float32)
+    prog = lava.compile(path, precision="fixed")
+    one, two = prog.run(x, 4), prog.run(x, 4, batch_size=2)
+    np.testing.assert_array_equal(one.outputs, two.outputs)
+    assert one.counters.to_dict()["totals_per_sample"] == two.counters.to_dict()["totals_per_sample"]
+    assert two.counters.samples == 3 and prog.last["chunks"] == 2
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+@needs_lava
+def test_exported_zoo_model_matches_torch_backend(tmp_path):
+    """The real thing: an exported (untrained) pruned SqueezeNet, float mode, vs the torch backend."""
+    try:
+        from neurodeploy.architectures import build
+        from neurodeploy.graph.export import export
+    except ImportError as e:
+        pytest.skip(f"exporter not importable: {e}")
+    from neurodeploy.backends import lava
+    model = build("pruned_squeezenet", "snn", num_classes=10, timesteps=2).eval()
+    path = write_graph(tmp_path / "sq.nir", export(model, (3, 32, 32)))
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    res = lava.compile(path, precision="float").run(x, 2)
+    ref = torch_reference(path, x, 2)
+    np.testing.assert_array_equal(res.outputs, np.asarray(ref.outputs))
+    assert res.counters.totals() == pytest.approx(ref.counters.totals())
+
+
+def test_install_is_atomic_and_python310_is_required(tmp_path, monkeypatch):
+    """A failed install leaves nothing at the runtime path; no 3.10 gives the fix."""
+    import sys
+    from neurodeploy.backends.lava import runtime
+    target = tmp_path / "cache" / "rt"
+    monkeypatch.setenv("NEURODEPLOY_LAVA_ENV", str(target))
+    monkeypatch.setattr(runtime, "find_python310", lambda: sys.executable)
+
+    def failing(cmd, log):
+        if "install" in cmd and "lava-dl==0.6.0" in cmd:
+            raise NeurodeployError("pip install failed (simulated)")
+
+    monkeypatch.setattr(runtime, "_run", failing)
+    monkeypatch.setattr(runtime.subprocess, "run", lambda *a, **k: None)   # no real venv
+    with pytest.raises(NeurodeployError, match="simulated"):
+        runtime.install_runtime(log=lambda *_: None)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+    monkeypatch.undo()
+    monkeypatch.setenv("NEURODEPLOY_PYTHON310", sys.executable if sys.version_info[:2] != (3, 10)
+                       else "/nonexistent/python")
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    with pytest.raises(NeurodeployError, match="no Python 3.10 interpreter found"):
+        runtime.find_python310()
+
+
+@pytest.mark.lava
+@needs_lava
+def test_flatten_only_edges_and_input_straight_into_a_population(tmp_path):
+    """Input -> LIF (the image is the current) and LIF -> Flatten -> LIF (an identity edge)."""
+    from neurodeploy.backends import lava
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, 3, 3])}),
+             "lif1": lif((2, 3, 3), beta=0.5),
+             "flat": nir.Flatten(input_type={"input": np.array([2, 3, 3])}, start_dim=0, end_dim=-1),
+             "lif2": if_((18,), thr=0.5),
+             "output": nir.Output(output_type={"output": np.array([18])})}
+    edges = [("input", "lif1"), ("lif1", "flat"), ("flat", "lif2"), ("lif2", "output")]
+    path = save(tmp_path, "flatonly", nodes, edges, (2, 3, 3), 5)
+    x = np.random.default_rng(2).uniform(0, 1.5, (2, 2, 3, 3)).astype(np.float32)
+    ref = reference_run(path, x, 5)
+    assert ref.sum() > 0
+    np.testing.assert_array_equal(lava.compile(path, precision="float").run(x, 5).outputs, ref)
+    fixed = lava.compile(path, precision="fixed").run(x, 5).outputs
+    assert (fixed == ref).mean() > 0.95

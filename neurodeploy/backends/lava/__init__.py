@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import NeurodeployError
-from ..base import RunCounters, RunResult
+from ..base import PopulationCounts, ProjectionCounts, RunCounters, RunResult
 from .runtime import ensure_runtime, install_runtime, runtime_path, runtime_status
 
 PRECISIONS = ("fixed", "float")
@@ -52,15 +52,41 @@ class LavaProgram:
     input_shape: tuple = ()
     last: dict = field(default_factory=dict)   # the worker's full result.json of the last run
 
-    def run(self, inputs: np.ndarray, timesteps: int) -> RunResult:
+    def run(self, inputs: np.ndarray, timesteps: int, batch_size: int = 64,
+            progress=None) -> RunResult:
+        """Run in chunks of ``batch_size`` samples (one worker, one Lava network each)."""
         python = ensure_runtime()
         x = np.asarray(inputs, dtype=np.float32)
         shape = tuple(self.input_shape)
-        if shape and tuple(x.shape[1:]) != shape and tuple(x.shape[2:]) != shape:
+        sequence = bool(shape) and x.ndim == len(shape) + 2 and tuple(x.shape[2:]) == shape
+        if shape and tuple(x.shape[1:]) != shape and not sequence:
             raise NeurodeployError(f"input shape {tuple(x.shape)} does not fit the graph's input {shape}: "
                                    f"give (N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")
         if not np.isfinite(x).all():
             raise NeurodeployError("the input holds NaN or infinite values")
+        n = x.shape[1] if sequence else x.shape[0]
+        task = progress.add_task("lava", total=int(n)) if progress else None
+        parts, t0 = [], time.perf_counter()
+        for i in range(0, max(n, 1), max(int(batch_size), 1)):
+            chunk = x[:, i:i + batch_size] if sequence else x[i:i + batch_size]
+            parts.append(self._run_chunk(python, chunk, timesteps))
+            if progress:
+                progress.update(task, advance=chunk.shape[1] if sequence else chunk.shape[0])
+        outputs = np.concatenate([o for o, _ in parts], axis=1)
+        results = [r for _, r in parts]
+        self.last = {**results[-1], "chunks": len(results),
+                     "seconds": {**results[-1]["seconds"],
+                                 "run": sum(r["seconds"]["run"] for r in results),
+                                 "total": sum(r["seconds"]["total"] for r in results)}}
+        counters = merge_counters([RunCounters.from_dict(r["counters"]) for r in results])
+        counters.graph_sha256 = results[0]["counters"].get("graph_sha256")
+        counters.backend = f"lava-{self.precision}"
+        spikes = {k: np.concatenate([np.asarray(r["population_spike_counts"][k]) for r in results])
+                  for k in results[0]["population_spike_counts"]}
+        return RunResult(outputs=outputs, counters=counters, population_spike_counts=spikes,
+                         seconds=time.perf_counter() - t0)
+
+    def _run_chunk(self, python, x: np.ndarray, timesteps: int):
         with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-") as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", x)
@@ -68,18 +94,28 @@ class LavaProgram:
                    "timesteps": int(timesteps), "precision": self.precision,
                    "out_dir": str(tmp / "out"), "fast_conv": self.fast_conv}
             (tmp / "request.json").write_text(json.dumps(req))
-            t0 = time.perf_counter()
             _run_worker(python, tmp / "request.json", self.timeout)
-            seconds = time.perf_counter() - t0
             outputs = np.load(tmp / "out" / "outputs.npy")
             result = json.loads((tmp / "out" / "result.json").read_text())
-        self.last = result
-        counters = RunCounters.from_dict(result["counters"])
-        counters.graph_sha256 = result["counters"].get("graph_sha256")
-        counters.backend = f"lava-{self.precision}"
-        spikes = {k: np.asarray(v) for k, v in result["population_spike_counts"].items()}
-        return RunResult(outputs=outputs, counters=counters, population_spike_counts=spikes,
-                         seconds=seconds)
+        return outputs, result
+
+
+def merge_counters(parts) -> RunCounters:
+    """Counters of consecutive chunks of samples -> one (totals add up; flags AND)."""
+    total = RunCounters(samples=0, timesteps=parts[0].timesteps)
+    for c in parts:
+        total.samples += c.samples
+        for k, p in c.populations.items():
+            t = total.populations.setdefault(k, PopulationCounts(kind=p.kind, neurons=p.neurons))
+            t.spikes += p.spikes
+            t.neuron_updates += p.neuron_updates
+            t.input_events += p.input_events
+        for k, p in c.projections.items():
+            t = total.projections.setdefault(k, ProjectionCounts(kind=p.kind, parameters=p.parameters))
+            t.binary_input = t.binary_input and p.binary_input
+            t.effective_ops += p.effective_ops
+            t.dense_ops += p.dense_ops
+    return total
 
 
 def _run_worker(python: Path, request: Path, timeout: float) -> None:
@@ -88,14 +124,22 @@ def _run_worker(python: Path, request: Path, timeout: float) -> None:
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PYTHONHOME", None)
     cmd = [str(python), "-m", "neurodeploy.backends.lava.worker", str(request)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=root, start_new_session=True)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=root, start_new_session=True)
+    except OSError as e:
+        raise NeurodeployError(f"cannot start the Lava runtime's Python {python} ({e.strerror}); "
+                               "delete the runtime and run `neurodeploy setup lava`") from None
     try:
         out, err = proc.communicate(timeout=timeout)
-    except BaseException:   # timeout, Ctrl-C: take the worker and Lava's children down
+    except subprocess.TimeoutExpired:
         _kill_group(proc)
         proc.communicate()
-        raise NeurodeployError(f"the Lava worker did not finish within {timeout:.0f} s (killed)")
+        raise NeurodeployError(f"the Lava worker did not finish within {timeout:.0f} s (killed)") from None
+    except BaseException:   # Ctrl-C: take the worker and Lava's children down, then go on
+        _kill_group(proc)
+        proc.communicate()
+        raise
     finally:
         _kill_group(proc)   # Lava may leave helper processes in the group
     if proc.returncode != 0:
@@ -103,6 +147,9 @@ def _run_worker(python: Path, request: Path, timeout: float) -> None:
         last = lines[-1] if lines else f"exit status {proc.returncode}"
         if last.startswith("error: "):
             last = last[len("error: "):]
+        if "ModuleNotFoundError" in last or "ImportError" in last:
+            last += (f" (the Lava runtime at {runtime_path()} looks broken: delete it and run "
+                     "`neurodeploy setup lava`)")
         raise NeurodeployError(f"Lava run failed: {last}")
 
 
@@ -139,5 +186,5 @@ def compile(graph_path, precision: str = "fixed", timeout: float = 1800.0,
     return LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape))
 
 
-__all__ = ["compile", "LavaProgram", "runtime_status", "install_runtime", "ensure_runtime",
+__all__ = ["compile", "LavaProgram", "merge_counters", "runtime_status", "install_runtime", "ensure_runtime",
            "runtime_path", "repo_root"]

@@ -5,7 +5,9 @@ integer formats. Here:
 
 - every population is a ``Population`` process (processes.py); every projection on a
   path is a stock ``lava.proc.dense.Dense`` or ``lava.proc.conv.Conv`` process
-  (pooling = a depthwise ones-kernel Conv, a direct edge = an identity projection),
+  (pooling = a depthwise ones-kernel Conv, a direct edge = an identity projection;
+  a conv with more than 127 groups, which lava's int8 ``groups`` cannot hold, becomes
+  a ``lava.proc.sparse.Sparse`` matrix),
   connected with Lava's virtual reshape/transpose ports; several paths into one
   population connect several ``a_out`` to its one ``a_in`` (summed by Lava);
 - the Input's paths are evaluated on the host once per sample (or step, for a
@@ -14,6 +16,7 @@ integer formats. Here:
   3-bit exponent), which is how netx feeds real-valued input;
 - pipeline alignment: population p runs sample s, step k at global step
   s*T + k + depth(p); the run lasts N*T + max depth steps (see plan.py);
+- an Output fed by linear ops is read out on the host (plan.py), in float64;
 - ``precision='fixed'`` runs ``Loihi2SimCfg(select_tag='fixed_pt')`` (never the untagged
   config, which silently picks float models), ``'float'`` runs ``'floating_pt'`` with the
   unquantised float weights.
@@ -72,16 +75,17 @@ class Quantised:
             self._fixed(name, pop, paths)
 
     def _fixed(self, name, pop, paths):
-        g = pop.gain
+        g = pop.gain * pop.w_in if pop.cuba else pop.gain    # folded into the weights
         if not np.all(g == g.flat[0]):
-            raise PlanError(f"population '{name}': fixed point needs one gain (r*dt/tau) per population")
+            raise PlanError(f"population '{name}': fixed point needs one gain (r*dt/tau"
+                            f"{' * w_in' if pop.cuba else ''}) per population")
         if np.any(pop.v_reset != 0):
             raise PlanError(f"population '{name}': Loihi resets to 0; v_reset != 0 needs precision='float'")
         g = float(g.flat[0])
         carriers = {}
         for p in paths:
-            if not p.ops:
-                continue
+            if not any(op.is_projection for op in p.ops):
+                continue   # the Input straight into the population (maybe flattened)
             c = _carrier(p)
             fold = g * float(np.prod([op.scale for op in p.ops]))
             carriers[id(p)] = (c, p.ops[c].weight * fold, fold)
@@ -92,14 +96,19 @@ class Quantised:
         dv, rdv = fx.decay_to_dv(pop.decay)
         self.report["populations"][name] = {"scale": s, "threshold": rth, "decay": rdv,
                                             "vth_mant_max": int(vth.max()), "dv": int(dv.flat[0])}
-        pop.vth_mant, pop.dv = vth, dv
+        pop.vth_mant, pop.dv, pop.fold_gain = vth, dv, g
+        if pop.cuba:
+            pop.du, rdu = fx.syn_decay_to_du(pop.syn_decay)
+            self.report["populations"][name]["syn_decay"] = rdu
         for p in paths:
             if id(p) not in carriers:
                 self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = [], [], []
                 continue
             c, wf, fold = carriers[id(p)]
             op = p.ops[c]
-            mant, exp, rep = fx.quantise_weights(wf * s / 64.0, allow_exponent=(op.kind == "dense"))
+            sparse = op.kind == "conv" and op.groups > MAX_CONV_GROUPS
+            mant, exp, rep = fx.quantise_weights(wf * s / 64.0,
+                                                 allow_exponent=op.kind == "dense" or sparse)
             key = op.node if p.source == INPUT else f"{op.node}->{name}"
             self.report["layers"][key] = rep
             ws, hs, es = [], [], []
@@ -118,7 +127,6 @@ class Quantised:
 
 def host_drive(plan: Plan, q: Quantised, x: np.ndarray, sequence: bool) -> Dict[str, np.ndarray]:
     """Current per population from the Input's paths and all path biases: (N, T|1, *shape)."""
-    n = x.shape[1] if sequence else x.shape[0]
     flat = x.reshape((-1,) + tuple(plan.input_shape)).astype(np.float64)
     drive = {}
     for p in plan.paths:
@@ -149,9 +157,42 @@ def _conv_proc(op, weight, input_shape_nir, graded, Conv):
                 groups=op.groups, num_message_bits=MSG_BITS if graded else 0)
 
 
+MAX_CONV_GROUPS = 127   # lava's Conv models hold `groups` in an int8 Var
+
+
+def conv_matrix(op, weight):
+    """A convolution as a sparse (out, in) matrix over NIR-layout flattened tensors."""
+    from scipy.sparse import csr_matrix
+
+    c, h, wd = op.in_shape
+    o, oh, ow = op.out_shape
+    _, cg, kh, kw = weight.shape
+    og = o // op.groups
+    oc = np.arange(o)[:, None, None]
+    oy = np.arange(oh)[None, :, None]
+    ox = np.arange(ow)[None, None, :]
+    rows, cols, vals = [], [], []
+    for ci in range(cg):
+        ic = (oc // og) * cg + ci
+        for i in range(kh):
+            iy = oy * op.stride[0] - op.padding[0] + i * op.dilation[0]
+            for j in range(kw):
+                ix = ox * op.stride[1] - op.padding[1] + j * op.dilation[1]
+                val = np.broadcast_to(weight[:, ci, i, j][:, None, None], (o, oh, ow))
+                ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd) & (val != 0)
+                r = np.broadcast_to(oc * oh * ow + oy * ow + ox, ok.shape)
+                k = np.broadcast_to((ic * h + iy) * wd + ix, ok.shape)
+                rows.append(r[ok])
+                cols.append(k[ok])
+                vals.append(val[ok])
+    return csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(o * oh * ow, c * h * wd))
+
+
 def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, timesteps: int):
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import Sparse
     from .processes import Population, SpikeDelay
 
     fixed = q.precision == "fixed"
@@ -159,7 +200,14 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
     for name, pop in plan.pops.items():
         kw = dict(shape=pop.shape, timesteps=timesteps, samples=samples, offset=pop.depth,
                   record=pop.record, name=name)
-        if fixed:
+        if fixed and pop.cuba:   # the drive is filtered by the synapse: it enters u
+            s = q.scale[name]
+            eff, rep = fx.quantise_state(pop.fold_gain * drive[name] * s)
+            bias, rep_b = fx.quantise_bias(pop.leak * s)
+            q.report["populations"][name].update(drive=rep, leak=rep_b)
+            kw.update(dv=pop.dv, vth_mant=pop.vth_mant, drive_int=eff, cuba=True, du=pop.du,
+                      bias_int=bias)
+        elif fixed:
             s = q.scale[name]
             const = pop.leak + pop.gain * drive[name]   # v units
             eff, rep = fx.quantise_bias(const * s)
@@ -168,6 +216,8 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
         else:
             kw.update(decay=pop.decay, gain=pop.gain, leak=pop.leak, threshold=pop.threshold,
                       v_reset=pop.v_reset, drive=drive[name])
+            if pop.cuba:
+                kw.update(cuba=True, syn_decay=pop.syn_decay, w_in=pop.w_in)
         procs[name] = Population(**kw)
 
     lava_procs = []
@@ -185,7 +235,14 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
             if op.kind == "reshape":
                 port = port.reshape(tuple(op.out_shape))
                 continue
-            if op.kind == "conv":
+            if op.kind == "conv" and op.groups > MAX_CONV_GROUPS:   # e.g. 256-channel pooling
+                m = conv_matrix(op, np.asarray(w))
+                kwargs = {"weight_exp": int(e), "num_weight_bits": 8} if fixed else {}
+                proc = Sparse(weights=m.astype(np.int32) if fixed else m,
+                              num_message_bits=MSG_BITS if graded else 0, **kwargs)
+                port.reshape((int(np.prod(op.in_shape)),)).connect(proc.s_in)
+                port = proc.a_out.reshape(tuple(op.out_shape))
+            elif op.kind == "conv":
                 proc = _conv_proc(op, w, op.in_shape, graded, Conv)
                 port.transpose((2, 1, 0)).connect(proc.s_in)
                 port = proc.a_out.transpose((2, 1, 0))
@@ -218,6 +275,21 @@ def run_config(precision: str, fast_conv: bool = True):
                         exception_proc_model_map=exc)
 
 
+def _model_errors(head) -> str:
+    """Lava only logs (at INFO) the tracebacks of failed process models: fetch them."""
+    import sys
+    lines = []
+    try:
+        for actor in head.runtime._messaging_infrastructure.actors:
+            if actor.exception:
+                tb = str(actor.exception[1])
+                print(tb, file=sys.stderr)
+                lines.append(tb.strip().splitlines()[-1])
+    except Exception:   # private API: best effort
+        return ""
+    return f"a Lava process model failed: {lines[0]}" if lines else ""
+
+
 def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed",
              fast_conv: bool = True) -> dict:
     """Run N samples; returns outputs (T, N, *out), counts and timings."""
@@ -229,30 +301,41 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     if tuple(x.shape[2 if sequence else 1:]) != tuple(plan.input_shape):
         raise PlanError(f"inputs of shape {x.shape} do not match the graph's input {plan.input_shape}")
     samples = x.shape[1] if sequence else x.shape[0]
-    for p in plan.paths:   # intermediate values of chains are rebuilt from recorded spike trains
-        if p.source != INPUT and sum(op.is_projection for op in p.ops) > 1:
-            plan.pops[p.source].record = True
+    for name in plan.train_sources():   # graded / fan-in inputs are rebuilt from spike trains
+        plan.pops[name].record = True
     t0 = time.perf_counter()
     q = Quantised(plan, precision)
     drive = host_drive(plan, q, x, sequence)
     procs, others = build(plan, q, drive, samples, timesteps)
     total = samples * timesteps + plan.max_depth
-    head = procs[plan.output_source]
+    head = procs[plan.output_source or next(iter(procs))]
     cfg = run_config(precision, fast_conv)
+    # no try/finally stop(): after a failure Lava's stop() can hang; the worker exits and
+    # the caller kills its process group instead
     try:
         head.run(condition=RunSteps(num_steps=1), run_cfg=cfg)   # compiles and starts
         t1 = time.perf_counter()
         if total > 1:
             head.run(condition=RunSteps(num_steps=total - 1), run_cfg=cfg)
         t2 = time.perf_counter()
-        counts = {n: np.asarray(p.counts.get()) for n, p in procs.items()}
-        per_sample = {n: np.asarray(p.sample_counts.get()) for n, p in procs.items()}
-        events = {n: float(np.asarray(p.input_events.get()).sum()) for n, p in procs.items()}
-        trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
-                  for n, p in procs.items() if plan.pops[n].record}
-    finally:
-        head.stop()
-    out = trains[plan.output_source].transpose((1, 0) + tuple(range(2, 2 + len(plan.pops[plan.output_source].shape))))
+    except RuntimeError as e:
+        raise RuntimeError(_model_errors(head) or str(e)) from e
+    counts = {n: np.asarray(p.counts.get()) for n, p in procs.items()}
+    per_sample = {n: np.asarray(p.sample_counts.get()) for n, p in procs.items()}
+    events = {n: float(np.asarray(p.input_events.get()).sum()) for n, p in procs.items()}
+    trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
+              for n, p in procs.items() if plan.pops[n].record}
+    head.stop()
+    if plan.output_source:
+        out = trains[plan.output_source]
+    else:   # host readout: the linear paths into the Output, with their biases
+        out = 0
+        for p in plan.readout:
+            y = trains[p.source].reshape((-1,) + plan.pops[p.source].shape).astype(np.float64)
+            for op in p.ops:
+                y = apply_op(op, y)
+            out = out + y.reshape((samples, timesteps) + tuple(plan.output_shape))
+    out = out.transpose((1, 0) + tuple(range(2, 2 + len(plan.output_shape))))
     step_s = (t2 - t1) / max(total - 1, 1)
     return {
         "outputs": out.astype(np.float32), "counts": counts, "per_sample": per_sample,
@@ -268,7 +351,16 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
 
 
 def counters(plan: Plan, r: dict) -> dict:
-    """RunCounters.to_dict()-shaped counters from in-simulation spike counts."""
+    """RunCounters.to_dict()-shaped counters, with the reference backend's definitions.
+
+    Populations: spikes and input events were counted inside the simulation. A
+    projection node is counted once (even where the Lava mapping duplicates it per
+    path): effective ops = nonzero input x nonzero-weight fan-out, where its input is
+    the sum of everything feeding it. For a node fed by one population's spikes that
+    is linear in the per-neuron spike counts; otherwise (the input image, a pooled
+    value, fan-in at a projection) the input is rebuilt on the host from the recorded
+    spike trains and the input, with biases, as the reference computes it.
+    """
     from neurodeploy.backends.base import PopulationCounts, ProjectionCounts, RunCounters
 
     n, t = r["samples"], r["timesteps"]
@@ -280,47 +372,55 @@ def counters(plan: Plan, r: dict) -> dict:
                                                 neuron_updates=float(size * n * t),
                                                 input_events=float(r["input_events"][name]))
     x = r["x"].astype(np.float64)
-    xin = x.reshape((-1,) + tuple(plan.input_shape))          # all (sample[, step]) frames
-    frames_weight = 1 if r["sequence"] else t                # a static frame repeats T times
-    for p in plan.paths:
-        tgt = rc.populations[p.target]
-        if p.source == INPUT:
-            cur = xin
-            binary, per_neuron = False, None
+    # values as (N, T or 1, *shape): a static input stays one frame per sample
+    x = x.transpose((1, 0) + tuple(range(2, x.ndim))) if r["sequence"] else x[:, None]
+    memo = {}
+    ops = plan.projection_ops()
+
+    def value(node: str) -> np.ndarray:
+        if node in memo:
+            return memo[node]
+        if plan.types.get(node) == "Input":
+            v = x
+        elif node in plan.pops:
+            v = r["trains"][node].astype(np.float64)
         else:
-            src_counts = r["counts"][p.source].astype(np.float64)
-            binary, per_neuron, cur = True, src_counts, None
-        for i, op in enumerate(p.ops):
-            if op.kind == "reshape":
-                if cur is not None:
-                    cur = apply_op(op, cur)
-                if per_neuron is not None:
-                    per_neuron = per_neuron.reshape(op.out_shape)
-                continue
-            fan = fanout_nonzero(op)
-            if per_neuron is not None:     # binary spikes: linear in the per-neuron counts
-                eff = float((per_neuron.reshape(fan.shape) * fan).sum())
-            else:
-                if cur is None:            # graded input inside a chain: rebuild it
-                    tr = r["trains"][p.source].astype(np.float64)
-                    cur = tr.reshape((-1,) + plan.pops[p.source].shape)
-                    for prev in p.ops[:i]:
-                        cur = apply_op(prev, cur, with_bias=False)
-                mult = frames_weight if p.source == INPUT else 1
-                eff = float(((cur != 0).reshape((cur.shape[0],) + fan.shape) * fan).sum()) * mult
-            key = op.node
-            pc = rc.projections.get(key)
-            if pc is None:
-                params = 0 if op.ones else int(np.count_nonzero(op.weight) + (
-                    0 if op.bias is None else np.count_nonzero(op.bias)))
-                pc = rc.projections[key] = ProjectionCounts(kind=op.nir_type, binary_input=binary,
-                                                            parameters=params)
-            pc.binary_input = pc.binary_input and binary
-            pc.effective_ops += eff
-            pc.dense_ops += float(fan.sum()) * n * t
-            if cur is not None:   # the host computes input paths with their biases
-                cur = apply_op(op, cur, with_bias=p.source == INPUT)
-            per_neuron, binary = None, False
+            v = node_input(node)
+            op = ops.get(node)
+            if op is None:   # a Flatten not on any path (cannot happen in a valid plan)
+                raise PlanError(f"cannot evaluate node '{node}' for counting")
+            frames = v.reshape((-1,) + tuple(op.in_shape))
+            v = apply_op(op, frames).reshape(v.shape[:2] + tuple(op.out_shape))
+        memo[node] = v
+        return v
+
+    def node_input(node: str) -> np.ndarray:
+        vals = [value(p) for p in plan.preds[node]]
+        steps = max(v.shape[1] for v in vals)
+        total = 0
+        for v in vals:
+            total = total + v   # (N, 1, ...) broadcasts over (N, T, ...)
+        return np.broadcast_to(total, (n, steps) + total.shape[2:])
+
+    for name, op in ops.items():
+        if op.kind == "reshape" or op.nir_type == "Identity":
+            continue   # a direct population edge has no NIR projection: the reference counts none
+        fan = fanout_nonzero(op)
+        src = plan.spike_source(name)
+        if src is not None:          # spikes only: linear in the per-neuron counts
+            eff = float((r["counts"][src].astype(np.float64).reshape(fan.shape) * fan).sum())
+            binary = True
+        else:
+            v = node_input(name)
+            nz = (v != 0).reshape(v.shape[:2] + fan.shape)
+            eff = float((nz * fan).sum()) * (t if v.shape[1] == 1 else 1)
+            binary = bool(np.all((v == 0) | (v == 1)))
+        params = 0 if op.ones else int(np.count_nonzero(op.weight) + (
+            0 if op.bias is None else np.count_nonzero(op.bias)))
+        rc.projections[name] = ProjectionCounts(kind=op.nir_type, binary_input=binary,
+                                                effective_ops=eff,
+                                                dense_ops=float(fan.sum()) * n * t,
+                                                parameters=params)
     return rc.to_dict()
 
 

@@ -152,6 +152,47 @@ def decay_state(v: np.ndarray, dv: np.ndarray) -> np.ndarray:
     return (np.sign(prod) * np.right_shift(np.abs(prod), DECAY_BITS)).astype(np.int64)
 
 
+def wrap_state(x: np.ndarray) -> np.ndarray:
+    """lava's 24-bit wrap of the current u (as AbstractPyLifModelFixed.subthr_dynamics)."""
+    m = 1 << (STATE_BITS - 1)
+    x = np.asarray(x, np.int64)
+    y = np.where(x > m, x - 2 * m, x)
+    return np.where(y <= -m, x + 2 * m, y)
+
+
+def cuba_step(u, v, a_in, du, dv, drive_u, bias_v):
+    """One CUBA step in Loihi arithmetic, with a host drive entering the current:
+
+        u <- wrap24(decay(u, du + 1) + (a_in << 6) + drive_u)
+        v <- clip24(decay(v, dv) + u + bias_v)
+
+    i.e. lava's bit-accurate LIF update (du + 1 because of its ds_offset) plus drive_u.
+    """
+    u = wrap_state(decay_state(u, np.asarray(du) + 1) + (np.asarray(a_in, np.int64) << VTH_SHIFT)
+                   + np.asarray(drive_u, np.int64))
+    v = np.clip(decay_state(v, dv) + u + np.asarray(bias_v, np.int64), -STATE_MAX, STATE_MAX)
+    return u.astype(np.int32), v.astype(np.int32)
+
+
+def syn_decay_to_du(syn_decay: np.ndarray):
+    """Float synaptic decay -> (12-bit du, report); lava decays u by (4096 - du - 1) / 4096."""
+    d = np.asarray(syn_decay, np.float64)
+    ideal = (1.0 - d) * DECAY_UNITY - 1.0
+    du = np.round(ideal)
+    clipped = int(np.count_nonzero((du < 0) | (du > DV_MAX)))
+    du = np.clip(du, 0, DV_MAX)
+    return du.astype(np.int32), _report(d, 1.0 - (du + 1) / DECAY_UNITY, clipped)
+
+
+def quantise_state(values: np.ndarray):
+    """Float values in state units -> (24-bit ints, report)."""
+    v = np.asarray(values, np.float64)
+    q = np.round(v)
+    clipped = int(np.count_nonzero(np.abs(q) > STATE_MAX))
+    q = np.clip(q, -STATE_MAX, STATE_MAX)
+    return q.astype(np.int32), _report(v, q, clipped)
+
+
 def shift_accumulated(a: np.ndarray, weight_exp: int) -> np.ndarray:
     """What lava's bit-accurate Dense does with its accumulated input: << exp or >> -exp."""
     a = np.asarray(a, np.int64)
@@ -159,5 +200,6 @@ def shift_accumulated(a: np.ndarray, weight_exp: int) -> np.ndarray:
 
 
 __all__ = ["quantise_weights", "population_scale", "threshold_mantissa", "decay_to_dv",
-           "quantise_bias", "decay_state", "shift_accumulated", "round_even",
+           "quantise_bias", "decay_state", "shift_accumulated", "round_even", "cuba_step",
+           "syn_decay_to_du", "quantise_state", "wrap_state",
            "W_MIN", "W_MAX", "VTH_SHIFT", "STATE_MAX", "VTH_MANT_MAX"]

@@ -3,7 +3,7 @@
 Pure numpy + nir (no Lava): the main side runs it at ``compile()`` to reject what the
 backend cannot run with one clear error, and the worker runs it to build processes.
 
-Canonical form. Every node is a *population* (LIF, IF), a *linear op* (Conv2d, Affine,
+Canonical form. Every node is a *population* (LIF, IF, CubaLIF), a *linear op* (Conv2d, Affine,
 Linear, SumPool2d, AvgPool2d, Flatten) or Input/Output. A *path* is a chain of linear
 ops from a source (a population, or the Input) to a target population; several paths
 into one population are summed (NIR fan-in), and a direct population -> population
@@ -19,6 +19,10 @@ paths get a ``SpikeDelay`` so that every input of a population is aligned. Paths
 the Input are computed on the host (the real-valued direct-encoding input never
 becomes spikes) and enter as the target's drive, with no delay.
 
+Readout. An Output fed by linear ops (say global average pooling of the last
+population) is evaluated on the host, in float64 with the biases, from the recorded
+spike trains of its source populations.
+
 Layout: populations keep NIR's (C, H, W) layout inside Lava; convolutions run in
 Lava's (X, Y, C) layout behind transposing virtual ports.
 """
@@ -29,7 +33,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-POPULATION_TYPES = ("LIF", "IF")
+POPULATION_TYPES = ("LIF", "IF", "CubaLIF")
 LINEAR_TYPES = ("Conv2d", "Affine", "Linear", "SumPool2d", "AvgPool2d", "Flatten")
 
 
@@ -94,6 +98,12 @@ class Pop:
     v_reset: np.ndarray
     depth: int = 0
     record: bool = False
+    syn_decay: Optional[np.ndarray] = None   # CubaLIF: i = syn_decay * i + w_in * I
+    w_in: Optional[np.ndarray] = None
+
+    @property
+    def cuba(self) -> bool:
+        return self.syn_decay is not None
 
 
 @dataclass
@@ -104,6 +114,45 @@ class Plan:
     output_source: str
     pops: Dict[str, Pop] = field(default_factory=dict)
     paths: List[Path] = field(default_factory=list)
+    readout: List[Path] = field(default_factory=list)   # linear paths into the Output (host)
+    output_shape: tuple = ()
+    preds: Dict[str, List[str]] = field(default_factory=dict)   # the NIR graph, for counting
+    types: Dict[str, str] = field(default_factory=dict)
+
+    def projection_ops(self) -> Dict[str, "Op"]:
+        """Every NIR linear node once (identity edges included), by name."""
+        ops = {}
+        for p in self.paths + self.readout:
+            for op in p.ops:
+                ops.setdefault(op.node, op)
+        return ops
+
+    def spike_source(self, node: str) -> Optional[str]:
+        """The population whose spikes are this node's whole input (through Flattens), if any."""
+        if node not in self.preds:      # an identity edge "a->b"
+            return node.split("->")[0]
+        preds = self.preds[node]
+        while len(preds) == 1 and self.types.get(preds[0]) == "Flatten":
+            preds = self.preds[preds[0]]
+        if len(preds) == 1 and preds[0] in self.pops:
+            return preds[0]
+        return None
+
+    def train_sources(self) -> set:
+        """Populations whose spike trains counting needs (inputs of graded or fan-in nodes)."""
+        need, stack = set(), [n for n in self.projection_ops() if self.spike_source(n) is None]
+        seen = set()
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            for p in self.preds.get(n, []):
+                if p in self.pops:
+                    need.add(p)
+                elif self.types.get(p) != "Input":
+                    stack.append(p)
+        return need
 
     @property
     def max_depth(self) -> int:
@@ -114,6 +163,7 @@ class Plan:
 
 
 INPUT = "__input__"
+OUTPUT = "__output__"
 
 
 # ---------------------------------------------------------------- shapes and ops
@@ -199,15 +249,21 @@ def make_pop(name: str, node, dt: float) -> Pop:
         raise PlanError(f"node '{name}' ({t}): neuron parameters are scalars; NIR needs arrays of "
                         "the full population shape")
     vr = f(node.v_reset) if getattr(node, "v_reset", None) is not None else np.zeros(shape)
-    if t == "LIF":
-        alpha = dt / f(node.tau)
+    syn = w_in = None
+    if t in ("LIF", "CubaLIF"):
+        alpha = dt / f(node.tau if t == "LIF" else node.tau_mem)
         decay, gain, leak = 1.0 - alpha, f(node.r) * alpha, f(node.v_leak) * alpha
+        if t == "CubaLIF":   # the synaptic stage, as the torch reference backend
+            syn, w_in = 1.0 - dt / f(node.tau_syn), f(node.w_in)
     else:  # IF, dv/dt = R I: forward Euler v += r dt I (as the torch reference backend)
         decay, gain, leak = np.ones(shape), f(node.r) * dt, np.zeros(shape)
     b = lambda x: np.broadcast_to(x, shape).astype(np.float64)
     # the float32 numbers every backend uses (neurodeploy.dynamics.lif_coefficients)
     c = lambda x: b(x).astype(np.float32).astype(np.float64)
-    return Pop(name, t, tuple(int(s) for s in shape), c(decay), c(gain), c(leak), c(thr), c(vr))
+    pop = Pop(name, t, tuple(int(s) for s in shape), c(decay), c(gain), c(leak), c(thr), c(vr))
+    if syn is not None:
+        pop.syn_decay, pop.w_in = c(syn), c(w_in)
+    return pop
 
 
 # ---------------------------------------------------------------- the plan
@@ -215,7 +271,6 @@ def build_plan(graph, conventions) -> Plan:
     nodes = graph.nodes
     preds: Dict[str, List[str]] = {n: [] for n in nodes}
     for src, dst in graph.edges:
-        src, dst = src.split(".")[0], dst.split(".")[0]
         if src not in nodes or dst not in nodes:
             raise PlanError(f"edge {src} -> {dst} names a node that does not exist")
         preds[dst].append(src)
@@ -223,7 +278,7 @@ def build_plan(graph, conventions) -> Plan:
     types = {n: type(v).__name__ for n, v in nodes.items()}
     for n, t in types.items():
         if t not in POPULATION_TYPES + LINEAR_TYPES + ("Input", "Output"):
-            hint = " (CubaLIF, LI, I, Delay, Scale, Threshold and subgraphs are not mapped yet)"
+            hint = " (LI, I, CubaLI, Delay, Scale, Threshold and subgraphs are not mapped yet)"
             raise PlanError(f"node '{n}' ({t}) is not supported by the Lava backend{hint}")
     inputs = [n for n, t in types.items() if t == "Input"]
     outputs = [n for n, t in types.items() if t == "Output"]
@@ -236,11 +291,14 @@ def build_plan(graph, conventions) -> Plan:
         in_shape = tuple(int(s) for s in conventions.input_shape)
     if conventions.encoding not in ("direct",):
         raise PlanError(f"encoding '{conventions.encoding}' is not supported (direct only)")
-    if conventions.reset not in ("to_v_reset",):
-        raise PlanError(f"reset '{conventions.reset}' is not supported (to_v_reset only)")
+    if conventions.reset not in ("to_v_reset", "zero"):
+        raise PlanError(f"reset '{conventions.reset}' is not supported (to_v_reset or zero)")
 
     pops = {n: make_pop(n, nodes[n], conventions.dt) for n, t in types.items()
             if t in POPULATION_TYPES}
+    if conventions.reset == "zero":
+        for p in pops.values():
+            p.v_reset = np.zeros_like(p.v_reset)
 
     # output shape of every node, memoised, walking backwards
     shapes: Dict[str, tuple] = {inp: in_shape}
@@ -279,12 +337,15 @@ def build_plan(graph, conventions) -> Plan:
 
     plan = Plan(inp, in_shape, out, "")
     plan.pops = pops
+    plan.preds = preds
+    plan.types = types
     for n, pop in pops.items():
         if not preds[n]:
             raise PlanError(f"population '{n}' has no input edge")
         for path in paths_into(n, [], n, ()):
-            if not path.ops and path.source != INPUT:
-                path.ops = [identity_op(f"{path.source}->{n}", pops[path.source].shape)]
+            if path.source != INPUT and not any(op.is_projection for op in path.ops):
+                # a direct edge (maybe through Flatten): an identity projection on the target side
+                path.ops.append(identity_op(f"{path.source}->{n}", pop.shape))
             got = path.ops[-1].out_shape if path.ops else (in_shape if path.source == INPUT
                                                            else pops[path.source].shape)
             if tuple(got) != pop.shape:
@@ -293,11 +354,25 @@ def build_plan(graph, conventions) -> Plan:
             plan.paths.append(path)
 
     src = preds[out]
-    if len(src) != 1 or types[src[0]] not in POPULATION_TYPES:
-        raise PlanError(f"the Output node '{out}' must be fed by one spiking population "
-                        f"(it is fed by {', '.join(f'{s} ({types[s]})' for s in src) or 'nothing'})")
-    plan.output_source = src[0]
-    pops[src[0]].record = True
+    if not src:
+        raise PlanError(f"the Output node '{out}' has no input edge")
+    if len(src) == 1 and types[src[0]] in POPULATION_TYPES:
+        plan.output_source = src[0]
+        pops[src[0]].record = True
+    else:   # a linear readout (e.g. global average pooling of the last population's spikes)
+        plan.readout = paths_into(out, [], OUTPUT, ())
+        for path in plan.readout:
+            if path.source == INPUT:
+                raise PlanError(f"the Output node '{out}' reads the Input through linear ops only; "
+                                "there is nothing to run on Lava")
+            pops[path.source].record = True
+        shapes_out = {tuple(p.ops[-1].out_shape) if p.ops else pops[p.source].shape
+                      for p in plan.readout}
+        if len(shapes_out) != 1:
+            raise PlanError(f"the Output node '{out}' receives inputs of different shapes {sorted(shapes_out)}")
+        plan.output_shape = shapes_out.pop()
+    if plan.output_source:
+        plan.output_shape = pops[plan.output_source].shape
     _assign_depths(plan)
     return plan
 
@@ -403,5 +478,5 @@ def fanout_nonzero(op: Op) -> np.ndarray:
     return np.einsum("cij,iy,jx->cyx", nz.astype(np.float64), vy, vx)
 
 
-__all__ = ["build_plan", "Plan", "Pop", "Path", "Op", "PlanError", "INPUT", "apply_op",
+__all__ = ["build_plan", "Plan", "Pop", "Path", "Op", "PlanError", "INPUT", "OUTPUT", "apply_op",
            "path_constant", "path_linear", "fanout_nonzero", "conv2d_nchw"]

@@ -1,8 +1,9 @@
 """Lava processes and process models of the neurodeploy Lava backend (runtime side only).
 
-``Population``: a LIF/IF population in NIR semantics (see neurodeploy/dynamics.py):
+``Population``: a LIF/IF/CubaLIF population in NIR semantics (see neurodeploy/dynamics.py):
 
-    v[t] = decay * v[t-1] + gain * (a_in[t] + drive[t]) + leak   (float model)
+    I[t] = a_in[t] + drive[t];   CubaLIF: I[t] <- i[t] = syn_decay * i[t-1] + w_in * I[t]
+    v[t] = decay * v[t-1] + gain * I[t] + leak                   (float model)
     s[t] = v[t] > threshold;  v[t] = v_reset where s[t]
 
 Its fixed-point model is lava-nc's own bit-accurate CUBA arithmetic
@@ -43,13 +44,16 @@ from lava.proc.conv.process import Conv
 from lava.proc.conv import utils as conv_utils
 from lava.proc.lif.models import AbstractPyLifModelFixed
 
+from . import fixed_point as fx
+
 
 class Population(AbstractProcess):
     def __init__(self, *, shape, timesteps, samples, offset, record=False,
                  decay=1.0, gain=1.0, leak=0.0, threshold=1.0, v_reset=0.0,
-                 drive=None, dv=0, vth_mant=1, drive_int=None, name=None):
+                 drive=None, dv=0, vth_mant=1, drive_int=None, cuba=False,
+                 syn_decay=0.0, w_in=1.0, du=4095, bias_int=0, name=None):
         super().__init__(shape=shape, timesteps=timesteps, samples=samples, offset=offset,
-                         record=record, name=name)
+                         record=record, cuba=cuba, name=name)
         shape = tuple(int(s) for s in shape)
         full = lambda x, dt=np.float64: np.broadcast_to(np.asarray(x, dt), shape).copy()
         if drive is None:
@@ -69,6 +73,12 @@ class Population(AbstractProcess):
         self.dv = Var(shape=shape, init=full(dv, np.int32))
         self.vth_mant = Var(shape=shape, init=full(vth_mant, np.int32))
         self.drive_int = Var(shape=drive_int.shape, init=drive_int)
+        # CubaLIF: i = syn_decay * i + w_in * I (float); fixed: u decays by du, drive_int
+        # enters u and bias_int (the leak) enters v
+        self.syn_decay = Var(shape=shape, init=full(syn_decay))
+        self.w_in = Var(shape=shape, init=full(w_in))
+        self.du = Var(shape=shape, init=full(du, np.int32))
+        self.bias_int = Var(shape=shape, init=full(bias_int, np.int32))
         self.counts = Var(shape=shape, init=0)              # spikes per neuron, all samples
         self.sample_counts = Var(shape=(samples,), init=0)  # spikes per sample
         self.input_events = Var(shape=(1,), init=0)         # nonzero input currents arriving
@@ -116,6 +126,10 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32)
     vth_mant: np.ndarray = LavaPyType(np.ndarray, np.int32)
     drive_int: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    syn_decay: np.ndarray = LavaPyType(np.ndarray, float)
+    w_in: np.ndarray = LavaPyType(np.ndarray, float)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    bias_int: np.ndarray = LavaPyType(np.ndarray, np.int32)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
@@ -130,10 +144,15 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
         sample, k = where
         if k == 0:
             self.v[:] = 0
+            self.u[:] = 0
         f32 = np.float32
         # float32, in the order of neurodeploy.dynamics.lif_scan (the torch reference)
         current = (a_in + self._drive(self.drive, sample, k)).astype(f32)
-        v = (self.decay.astype(f32) * self.v.astype(f32) + self.gain.astype(f32) * current
+        drive = current
+        if self.proc_params["cuba"]:
+            drive = self.syn_decay.astype(f32) * self.u.astype(f32) + self.w_in.astype(f32) * current
+            self.u[:] = drive
+        v = (self.decay.astype(f32) * self.v.astype(f32) + self.gain.astype(f32) * drive
              + self.leak.astype(f32))
         s = v > self.vth.astype(f32)
         v = np.where(s, self.v_reset.astype(f32), v)
@@ -159,12 +178,15 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     drive_int: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    syn_decay: np.ndarray = LavaPyType(np.ndarray, float)
+    w_in: np.ndarray = LavaPyType(np.ndarray, float)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    bias_int: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
-    # AbstractPyLifModelFixed declares these; unused here (du = 4095, bias via drive_int)
-    du = None
+    # AbstractPyLifModelFixed declares these; unused here (bias via drive_int / bias_int)
     bias_mant = None
     bias_exp = None
 
@@ -178,10 +200,15 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
         if k == 0:
             self.v[:] = 0
             self.u[:] = 0
-        self.du = 4095                                    # + ds_offset 1: u = a_in << 6
-        self.effective_bias = self._drive(self.drive_int, sample, k).astype(np.int32)
-        current = np.left_shift(a_in, self.act_shift) + self.effective_bias
-        self.subthr_dynamics(activation_in=a_in)          # lava-nc's bit-accurate arithmetic
+        drive = self._drive(self.drive_int, sample, k).astype(np.int32)
+        current = np.left_shift(a_in, self.act_shift) + drive
+        if self.proc_params["cuba"]:     # the same arithmetic, with the drive entering u
+            self.u[:], self.v[:] = fx.cuba_step(self.u, self.v, a_in, self.du, self.dv, drive,
+                                                self.bias_int)
+        else:
+            # lava-nc's bit-accurate arithmetic; du = 4095 (+ ds_offset 1): u = a_in << 6
+            self.effective_bias = drive
+            self.subthr_dynamics(activation_in=a_in)
         s = self.v > np.left_shift(self.vth_mant.astype(np.int32), self.vth_shift)
         self.v[s] = 0
         self._account(s, sample, k, current)

@@ -73,7 +73,28 @@ def main(request_path: str) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """If the process that started us goes away (killed, crashed), take our whole
+    process group (Lava's model processes included) down with us."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                try:
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                finally:
+                    os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":
+    _die_with_parent()
     if len(sys.argv) != 2:
         print("usage: python -m neurodeploy.backends.lava.worker REQUEST.json", file=sys.stderr)
         sys.exit(2)
@@ -86,6 +107,9 @@ if __name__ == "__main__":
         prefix = "" if isinstance(e, PlanError) else f"{type(e).__name__}: "
         print(f"error: {prefix}{msg}", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        if os.getpgrp() == os.getpid():   # our own group (as started by the main side):
+            import signal                 # Lava's model processes go with us
+            os.killpg(os.getpgrp(), signal.SIGKILL)
         os._exit(2)   # Lava's runtime threads must not keep the process alive
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,0 +1,477 @@
+"""The ``neurodeploy`` command: a thin layer over the library (typer + rich).
+
+Every reporting command takes ``--json`` and then prints one JSON object on
+stdout; human text, tables and progress bars go to stderr / stdout as usual.
+Errors are one line on stderr and a non-zero exit; ``--debug`` shows the
+traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import NeurodeployError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Deploy spiking CNNs through NIR to Lava/Loihi and a PyTorch reference backend, "
+                       "and measure what an inference costs.")
+setup_app = typer.Typer(help="Create the runtimes that optional targets need.", no_args_is_help=True)
+app.add_typer(setup_app, name="setup")
+err = Console(stderr=True)
+out = Console()
+STATE = {"debug": False}
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    STATE["debug"] = debug
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[status]}"), console=err, transient=False)
+
+
+def emit(obj: dict, as_json: bool, render=None):
+    if as_json:
+        sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    elif render:
+        render(obj)
+
+
+def _jsonable(o):
+    import numpy as np
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, tuple)):
+        return str(o) if isinstance(o, Path) else list(o)
+    raise TypeError(type(o).__name__)
+
+
+def _table(title, columns, rows):
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r])
+    out.print(t)
+
+
+def _csv(value: Optional[str]) -> List[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+# ----------------------------------------------------------------------------- zoo
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """List the model zoo: family, classes, input, parameters, MACs, checkpoints, accuracy."""
+    from . import zoo
+    rows = zoo.listing()
+
+    def render(o):
+        _table(f"model zoo ({zoo.zoo_dir()})",
+               ["name", "family", "classes", "input", "params", "CNN MACs", "snn.pt", "cnn.pt", "dataset",
+                "SNN acc", "CNN acc", "T"],
+               [[r["name"], r["family"], r["classes"], "x".join(map(str, r["input"])), f"{r['parameters']:,}",
+                 f"{r['cnn_macs'] / 1e6:.1f} M", "yes" if r["snn_checkpoint"] else "no",
+                 "yes" if r["cnn_checkpoint"] else "no", r["dataset"], r["snn_test_accuracy"],
+                 r["cnn_test_accuracy"], r["timesteps"]] for r in o["models"]])
+    emit({"zoo": str(zoo.zoo_dir()), "models": rows}, as_json, render)
+
+
+@app.command()
+def targets(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """List deployment targets, their constants' sources, and whether each runtime is installed."""
+    from . import energy
+    from .backends.lava import runtime
+    lava = runtime.runtime_status()
+    rows = []
+    for name in energy.target_names():
+        t = energy.load_target(name)
+        if t.backend == "lava":
+            available, where = lava["installed"], lava.get("path") if lava["installed"] else lava.get("reason")
+        else:
+            available, where = True, "torch reference backend (this environment)"
+        rows.append({"name": name, "description": t.description, "backend": t.backend, "kind": t.kind,
+                     "runtime_available": available, "runtime": where})
+    emit({"targets": rows, "lava_runtime": lava}, as_json,
+         lambda o: _table("targets", ["name", "backend", "kind", "runtime ok", "runtime / description"],
+                          [[r["name"], r["backend"], r["kind"], "yes" if r["runtime_available"] else "no",
+                            r["runtime"] if r["backend"] == "lava" else r["description"]] for r in o["targets"]]))
+
+
+@setup_app.command("lava")
+def setup_lava(force: bool = typer.Option(False, help="Re-create the runtime even if one exists.")):
+    """Create (or reuse) the Lava runtime: a Python 3.10 venv with lava-dl 0.6.0, outside the work tree."""
+    from .backends.lava import runtime
+    status = runtime.runtime_status()
+    if status["installed"] and not force:
+        err.print(f"Lava runtime already installed at {status['path']}")
+        return
+    runtime.install_runtime(log=lambda m: err.print(m), force=force) if "force" in \
+        runtime.install_runtime.__code__.co_varnames else runtime.install_runtime(log=lambda m: err.print(m))
+    err.print(f"Lava runtime ready at {runtime.runtime_path()}")
+
+
+# ----------------------------------------------------------------------------- training
+@app.command()
+def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture name (see `neurodeploy models`)."),
+          dataset: str = typer.Option("mnist5k", help="mnist5k (embedded), cifar10, cifar100, tinyimagenet."),
+          twin: str = typer.Option("snn", help="snn (LIF) or cnn (ReLU) twin."),
+          timesteps: int = typer.Option(4, "--timesteps", "-T", help="Timesteps T of the spiking twin."),
+          epochs: int = typer.Option(6, help="Training epochs."),
+          batch_size: int = typer.Option(64, help="Batch size."),
+          lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, one-cycle schedule)."),
+          seed: int = typer.Option(0, help="Random seed."),
+          device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
+          augment: bool = typer.Option(False, help="Random crop (+ flip for natural images)."),
+          fires: Optional[str] = typer.Option(None, help="SqueezeNet only: Fire modules to keep, e.g. 4,6,8,9."),
+          limit: Optional[int] = typer.Option(None, help="Train on the first N training samples only."),
+          output: Path = typer.Option(None, "-o", "--output", help="Output folder (default: models/NAME in the zoo)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON.")):
+    """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card."""
+    from . import zoo
+    from .architectures import check_name
+    from .data import get_info
+    from .train import TrainConfig, train as run_training
+    check_name(model)
+    get_info(dataset)
+    arguments = {"fires": [int(f) for f in _csv(fires)]} if fires else {}
+    cfg = TrainConfig(model=model, dataset=dataset, twin=twin, timesteps=timesteps, epochs=epochs,
+                      batch_size=batch_size, lr=lr, seed=seed, device=device,
+                      data_dir=str(data_dir) if data_dir else None, augment=augment, arguments=arguments, limit=limit)
+    out_dir = output or (zoo.zoo_dir() / model)
+    with progress_bar() as p:
+        card = run_training(cfg, out_dir, progress=p)
+    err.print(f"saved {out_dir / (twin + '.pt')}: test accuracy {card['test_accuracy']:.4f}, "
+              f"macro-F1 {card['test_macro_f1']:.4f}")
+    emit(card, as_json)
+
+
+@app.command()
+def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model to prune."),
+          keep_fires: Optional[str] = typer.Option(None, help="Fire modules to keep (SqueezeNet), e.g. 4,6,8,9."),
+          channel_ratio: Optional[float] = typer.Option(None, help="L1-norm structured channel pruning: fraction "
+                                                                   "of each conv's output channels to remove."),
+          from_checkpoint: Optional[Path] = typer.Option(None, "--from", help="Checkpoint to start from "
+                                                                                "(default: the zoo's)."),
+          epochs: int = typer.Option(3, help="Fine-tuning epochs."),
+          lr: float = typer.Option(1e-3, help="Fine-tuning peak learning rate."),
+          device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          limit: Optional[int] = typer.Option(None, help="Fine-tune on the first N training samples only."),
+          output: Path = typer.Option(Path("pruned"), "-o", "--output", help="Output folder."),
+          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Remove Fire modules (SqueezeNet) or L1-smallest channels, fine-tune, report before/after."""
+    from . import prune as pruning
+    if (keep_fires is None) == (channel_ratio is None):
+        raise NeurodeployError("give exactly one of --keep-fires (SqueezeNet) or --channel-ratio")
+    with progress_bar() as p:
+        if keep_fires is not None:
+            report = pruning.prune_fires(model, [int(f) for f in _csv(keep_fires)], from_checkpoint, output,
+                                         epochs=epochs, lr=lr, device=device, limit=limit, progress=p)
+        else:
+            report = pruning.prune_channels(model, channel_ratio, from_checkpoint, output, epochs=epochs, lr=lr,
+                                            device=device, limit=limit, progress=p)
+    emit(report, as_json, lambda o: _table("pruning", ["", "parameters", "test accuracy"],
+                                           [["before", f"{o['before']['parameters']:,}", o["before"]["test_accuracy"]],
+                                            ["after", f"{o['after']['parameters']:,}", o["after"]["test_accuracy"]]]))
+
+
+# ----------------------------------------------------------------------------- export / check
+@app.command()
+def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo model to export."),
+           checkpoint_path: Optional[Path] = typer.Option(None, "--checkpoint", help="Any checkpoint this toolkit "
+                                                                                      "wrote (default: the zoo's)."),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: NAME.nir)."),
+           fmt: str = typer.Option("nir", "--format", help="nir, onnx or netx."),
+           twin: str = typer.Option("snn", help="onnx only: snn (one timestep, explicit state) or cnn."),
+           timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="T recorded in the graph "
+                                                                                    "(default: the trained T)."),
+           as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON.")):
+    """Export a trained spiking network to NIR (exact lowering), ONNX or Lava-DL netx."""
+    from . import checkpoint, zoo
+    from .architectures import check_name
+    if checkpoint_path is None:
+        if model is None:
+            raise NeurodeployError("give --model NAME (a zoo model) or --checkpoint PATH")
+        check_name(model)
+        checkpoint_path = zoo.checkpoint_path(model, twin if fmt == "onnx" else "snn")
+        if not checkpoint_path.exists():
+            raise NeurodeployError(f"the zoo has no trained checkpoint {checkpoint_path}; train it with "
+                                   f"`neurodeploy train --model {model}`")
+    net = checkpoint.load(checkpoint_path, timesteps=timesteps)
+    name = model or net.name
+    if fmt == "nir":
+        from .graph.export import export_checkpoint_model
+        from .graph.io import write_graph
+        output = output or Path(f"{name}.nir")
+        graph = export_checkpoint_model(net, checkpoint_path)
+        write_graph(output, graph)
+        from .graph.check import summarize
+        summary = {k: v for k, v in summarize(graph).items() if not k.endswith("_table")}
+    elif fmt == "onnx":
+        from .graph import onnx_export
+        output = output or Path(f"{name}{'' if net.twin.spiking else '_cnn'}.onnx")
+        summary = onnx_export.export_onnx(net, output)
+    elif fmt == "netx":
+        from .graph.export import export_checkpoint_model
+        from .backends.lava import netx
+        output = output or Path(f"{name}.netx.h5")
+        summary = netx.write_netx(export_checkpoint_model(net, checkpoint_path), output)
+    else:
+        raise NeurodeployError(f"unknown format {fmt!r}; choose nir, onnx or netx")
+    err.print(f"wrote {output}")
+    emit({"output": str(output), "format": fmt, "checkpoint": str(checkpoint_path), **summary}, as_json)
+
+
+@app.command()
+def check(file: Path = typer.Argument(..., help="A .nir file (ours or any tool's)."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Load, type-check and lint a NIR graph; say what each target can run."""
+    from .graph.check import check as check_graph
+    from .graph.io import read_graph
+    report = check_graph(read_graph(file))
+
+    def render(o):
+        out.print(f"[bold]{file}[/]: {o['nodes']} nodes, {o['edges']} edges, {o['populations']} populations "
+                  f"({o['neurons']:,} neurons), {o['projections']} projections, {o['parameters']:,} parameters "
+                  f"({o['synaptic_weights_nonzero']:,} nonzero weights)")
+        out.print(f"input {o['input_shape']} -> output {o['output_shape']}; node types: "
+                  + ", ".join(f"{k} x{v}" for k, v in sorted(o["node_types"].items())))
+        out.print(f"type check: {o['type_check']}")
+        for w in o["warnings"]:
+            out.print(f"[yellow]warning[/]: {w}")
+        _table("targets", ["target", "can run", "why"],
+               [[k, "yes" if v["ok"] else "no", v["why"]] for k, v in o["targets"].items()])
+    emit({"file": str(file), **report}, as_json, render)
+    if not str(report["type_check"]).startswith("ok"):
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- running
+def _inputs(graph, dataset, input_file, samples, data_dir):
+    """(x, labels or None) from --input or --dataset, shaped for the graph."""
+    import numpy as np
+    from .graph.metadata import conventions_of
+    if input_file is not None:
+        if not input_file.exists():
+            raise NeurodeployError(f"{input_file}: no such input file")
+        try:
+            x = np.load(input_file, allow_pickle=False)
+        except Exception as e:
+            raise NeurodeployError(f"{input_file}: not a .npy array ({type(e).__name__})") from e
+        return (x[:samples] if samples and x.ndim and x.shape[0] > samples else x), None
+    from . import data
+    conv = conventions_of(graph)
+    shape = conv.input_shape
+    if shape is None:
+        raise NeurodeployError("the graph records no input shape; give --input FILE.npy")
+    x, y = data.load_tensors(dataset or conv.dataset or "mnist5k", "test", shape[-1], data_dir, limit=samples)
+    if x.shape[1] != shape[0]:
+        raise NeurodeployError(f"dataset {dataset} has {x.shape[1]} channels but the graph wants {shape[0]}")
+    return x.numpy(), y.numpy()
+
+
+@app.command()
+def run(file: Path = typer.Argument(..., help="A .nir file."),
+        target: str = typer.Option("torch", help="torch, lava (Loihi fixed point) or lava-float."),
+        dataset: Optional[str] = typer.Option(None, help="Dataset to run (default: the graph's, else mnist5k)."),
+        input_file: Optional[Path] = typer.Option(None, "--input", help=".npy inputs: (N, *input) static or "
+                                                                      "(T, N, *input) sequences."),
+        samples: int = typer.Option(256, help="How many test samples."),
+        timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
+        batch_size: int = typer.Option(64, help="Batch size (torch)."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda (torch)."),
+        dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
+        data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
+        save_output: Optional[Path] = typer.Option(None, help="Write the output node's values (T, N, ...) here."),
+        save_counts: Optional[Path] = typer.Option(None, help="Write the counters as JSON (for `energy --counts`)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Inference on a dataset or given input: predictions, accuracy, throughput and hardware counters."""
+    import numpy as np
+    from .graph.io import file_sha256, read_graph
+    from .train import macro_f1
+    from .validate import predictions, run_target
+    graph = read_graph(file)
+    x, y = _inputs(graph, dataset, input_file, samples, data_dir)
+    if target == "torch":
+        from .backends import torch as torch_backend
+        import torch
+        program = torch_backend.compile(graph, device=device, dt=dt)
+        if program.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with progress_bar() as p:
+            result = program.run(x, timesteps, batch_size, progress=p)
+        peak = (torch.cuda.max_memory_allocated() if program.device.type == "cuda" else _peak_rss())
+    else:
+        result = run_target(target, graph, file, x, timesteps, batch_size, device)
+        peak = _peak_rss()
+    result.counters.graph_sha256 = file_sha256(file)
+    pred = predictions(result.outputs)
+    n = int(result.outputs.shape[1])
+    report = {"file": str(file), "target": target, "samples": n, "timesteps": int(result.outputs.shape[0]),
+              "seconds": round(result.seconds, 3), "samples_per_second": round(n / max(result.seconds, 1e-9), 2),
+              "peak_memory_bytes": int(peak), "predictions": pred.tolist()}
+    if y is not None:
+        report["accuracy"] = float((pred == y).mean())
+        report["macro_f1"] = macro_f1(y, pred, int(result.outputs.shape[-1]))
+    report["counters"] = result.counters.to_dict()
+    if save_output:
+        np.save(save_output, result.outputs)
+    if save_counts:
+        save_counts.write_text(json.dumps(report["counters"], indent=2))
+
+    def render(o):
+        tot = o["counters"]["totals_per_sample"]
+        acc = f", accuracy {o['accuracy']:.4f}, macro-F1 {o['macro_f1']:.4f}" if "accuracy" in o else ""
+        out.print(f"{o['samples']} samples x {o['timesteps']} steps on {target}: {o['samples_per_second']:.1f} "
+                  f"samples/s{acc}")
+        out.print(f"per sample: {tot['spikes']:.0f} spikes, {tot['effective_acs'] / 1e6:.3f} M ACs, "
+                  f"{tot['effective_macs'] / 1e6:.3f} M MACs, {tot['neuron_updates'] / 1e6:.3f} M neuron updates")
+    emit(report, as_json, render)
+
+
+def _peak_rss() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="A .nir file."),
+             targets_: str = typer.Option("model,torch", "--targets", help="Comma-separated: model, torch, lava, "
+                                                                          "lava-float, onnx. The first is the reference."),
+             samples: int = typer.Option(100, help="How many test samples."),
+             dataset: Optional[str] = typer.Option(None, help="Dataset (default: the graph's)."),
+             input_file: Optional[Path] = typer.Option(None, "--input", help=".npy inputs instead of a dataset."),
+             batch_size: int = typer.Option(64, help="Batch size."),
+             device: str = typer.Option("cpu", help="Device for model/torch (cpu keeps comparisons bit-exact)."),
+             min_agreement: float = typer.Option(0.0, help="Exit non-zero if any target's prediction agreement "
+                                                          "with the reference is below this (0..1)."),
+             data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Differential run: prediction agreement and per-population spike differences between targets."""
+    from .graph.io import read_graph
+    from .validate import TARGET_NAMES, compare, run_target
+    names = _csv(targets_)
+    for t in names:
+        if t not in TARGET_NAMES:
+            raise NeurodeployError(f"unknown target {t!r}; choose from: {', '.join(TARGET_NAMES)}")
+    if len(names) < 2:
+        raise NeurodeployError("give at least two targets to compare, e.g. --targets model,torch")
+    graph = read_graph(file)
+    x, y = _inputs(graph, dataset, input_file, samples, data_dir)
+    results = {}
+    for t in names:
+        err.print(f"running {t} on {len(x)} samples ...")
+        results[t] = run_target(t, graph, file, x, None, batch_size, device)
+    from .backends.torch import flatten_graph, NEURONS
+    order = [k for k, v in flatten_graph(graph)[0].items() if isinstance(v, NEURONS)]
+    report = {"file": str(file), **compare(results, y, order)}
+
+    def render(o):
+        rows = []
+        for name, e in o["targets"].items():
+            rows.append([name, f"{e['agreement']:.4f}", e.get("accuracy"), "yes" if e["identical_outputs"] else "no",
+                         f"{e['max_output_difference']:.3g}", e["first_divergent_population"] or "-"])
+        _table(f"validation against {o['reference']} ({o['samples']} samples)",
+               ["target", "agreement", "accuracy", "identical", "max out diff", "first divergent population"], rows)
+        for name, e in o["targets"].items():
+            if name == o["reference"] or not e["populations"]:
+                continue
+            worst = sorted(e["populations"].items(), key=lambda kv: -kv[1]["relative_difference"])[:5]
+            out.print(f"{name}: largest per-population spike-count differences: " + ", ".join(
+                f"{k} {v['relative_difference']:.2%}" for k, v in worst))
+    emit(report, as_json, render)
+    worst = min(e["agreement"] for e in report["targets"].values())
+    if worst < min_agreement:
+        err.print(f"agreement {worst:.4f} is below --min-agreement {min_agreement}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def energy(file: Path = typer.Argument(..., help="A .nir file."),
+           targets_: str = typer.Option("cmos45nm,loihi", "--targets", help="Comma-separated energy targets "
+                                                                           "(see `neurodeploy targets`)."),
+           dataset: Optional[str] = typer.Option(None, help="Dataset to measure counts on (default: the graph's)."),
+           samples: int = typer.Option(100, help="How many test samples."),
+           counts: Optional[Path] = typer.Option(None, help="Counters JSON from `run --save-counts` instead of "
+                                                            "running."),
+           backend: str = typer.Option("torch", help="Where counts are measured: torch or lava."),
+           device: str = typer.Option("auto", help="auto, cpu or cuda (torch)."),
+           data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
+           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Energy per inference per target from measured counts, with the CNN twin beside it."""
+    from . import energy as en
+    from .reports.energy_report import energy_report
+    report = energy_report(file, _csv(targets_), dataset=dataset, samples=samples, counts_file=counts,
+                           backend=backend, device=device, data_dir=data_dir,
+                           inputs=lambda g: _inputs(g, dataset, None, samples, data_dir))
+    del en
+
+    def render(o):
+        rows = [[t["target"], f"{t['energy_per_inference_j'] * 1e3:.5f}", f"{t['cnn_energy_j'] * 1e3:.5f}",
+                 f"{t['cnn_over_snn']:.2f}x", f"{t['memory_aware']['ratio_with_memory']:.2f}x"]
+                for t in o["targets"]]
+        _table(f"energy per inference, {o['samples']} samples of {o['dataset']} ({o['backend']} counts)",
+               ["target", "SNN (mJ)", "CNN twin @45nm (mJ)", "CNN/SNN", "CNN/SNN with memory"], rows)
+        tot = o["counts_per_sample"]
+        out.print(f"per sample: {tot['effective_acs'] / 1e6:.3f} M ACs, {tot['effective_macs'] / 1e6:.3f} M MACs, "
+                  f"{tot['spikes']:.0f} spikes; CNN twin {o['cnn_macs'] / 1e6:.3f} M MACs")
+    emit(report, as_json, render)
+
+
+@app.command()
+def bench(dataset: str = typer.Option("mnist5k", help="Dataset to re-measure on."),
+          models_: Optional[str] = typer.Option(None, "--models", help="Comma-separated zoo models (default: all)."),
+          samples: int = typer.Option(200, help="Test samples per model."),
+          output: Path = typer.Option(Path("bench"), "-o", "--output", help="Output folder."),
+          paper: bool = typer.Option(False, "--paper", help="Check the paper's formula on its own counts."),
+          device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Re-measure the paper's Tables 1 and 2 on this toolkit (Markdown, CSV, JSON and a plot)."""
+    from .reports import bench as bench_report
+    if paper:
+        report = bench_report.paper_check()
+        emit(report, as_json, lambda o: out.print(bench_report.paper_check_markdown(o)))
+        return
+    with progress_bar() as p:
+        report = bench_report.run_bench(_csv(models_) or None, dataset, samples, output, device, progress=p)
+    emit(report, as_json, lambda o: out.print(Path(o["files"]["markdown"]).read_text()))
+
+
+def entry():
+    try:
+        app(standalone_mode=False)
+    except NeurodeployError as e:
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]error[/]: {e}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt,):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]error[/]: {type(e).__name__}: {e} (run with --debug for the traceback)", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,141 @@
+"""``neurodeploy check``: what a NIR graph is, what can run it, and its known pitfalls.
+
+Works on any NIR file, ours or another tool's. The type check runs the graph
+once on a zero input with the torch reference backend (which understands
+grouped convolutions, unlike NIR 1.0.8's own type inference), so a shape
+mismatch on any edge is reported with the node's name.
+"""
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from ..errors import NeurodeployError
+from .metadata import conventions_of
+
+NEURON_TYPES = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
+PROJECTION_TYPES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)
+TORCH_TYPES = NEURON_TYPES + PROJECTION_TYPES + (nir.Input, nir.Output, nir.Flatten, nir.Threshold, nir.Delay,
+                                                 nir.NIRGraph)
+LAVA_TYPES = (nir.Input, nir.Output, nir.Conv2d, nir.Affine, nir.Linear, nir.SumPool2d, nir.AvgPool2d,
+              nir.Flatten, nir.LIF, nir.IF, nir.CubaLIF)
+
+
+def _neuron_param(node):
+    for key in ("v_threshold", "tau", "tau_mem", "r"):
+        if hasattr(node, key):
+            return np.asarray(getattr(node, key))
+    return None
+
+
+def _weights(node):
+    for key in ("weight", "scale"):
+        if hasattr(node, key):
+            return np.asarray(getattr(node, key))
+    return None
+
+
+def summarize(graph: nir.NIRGraph) -> dict:
+    """Counts and shapes of a graph (pure: reads the graph only)."""
+    from ..backends.torch import flatten_graph
+    nodes, edges = flatten_graph(graph)
+    types: dict = {}
+    populations, projections = {}, {}
+    params = 0
+    for name, node in nodes.items():
+        types[type(node).__name__] = types.get(type(node).__name__, 0) + 1
+        if isinstance(node, NEURON_TYPES):
+            p = _neuron_param(node)
+            populations[name] = {"type": type(node).__name__, "neurons": int(p.size) if p is not None else 0}
+        elif isinstance(node, PROJECTION_TYPES):
+            w = _weights(node)
+            b = np.asarray(getattr(node, "bias", np.zeros(0)))
+            n = int(w.size if w is not None else 0) + int(b.size)
+            params += n
+            projections[name] = {"type": type(node).__name__, "parameters": n,
+                                 "nonzero_weights": int(np.count_nonzero(w)) if w is not None else 0}
+    ins = [np.asarray(n.input_type["input"]).tolist() for n in nodes.values() if isinstance(n, nir.Input)]
+    outs = [np.asarray(n.output_type["output"]).tolist() for n in nodes.values() if isinstance(n, nir.Output)]
+    return {"nodes": len(nodes), "edges": len(edges), "node_types": types,
+            "populations": len(populations), "neurons": sum(p["neurons"] for p in populations.values()),
+            "projections": len(projections), "parameters": params,
+            "synaptic_weights_nonzero": sum(p["nonzero_weights"] for p in projections.values()),
+            "input_shape": ins[0] if len(ins) == 1 else ins, "output_shape": outs[0] if len(outs) == 1 else outs,
+            "population_table": populations, "projection_table": projections}
+
+
+def lint(graph: nir.NIRGraph) -> list:
+    """Known pitfalls, each one line (FIELD-NOTES.md: NIR issue #176, snnTorch #410, ...)."""
+    from ..backends.torch import flatten_graph
+    nodes, _ = flatten_graph(graph)
+    warnings = []
+    conv = conventions_of(graph)
+    if not conv.from_metadata:
+        warnings.append("no neurodeploy metadata: dt, reset and encoding are unknown; backends assume "
+                        f"dt={conv.dt} (snnTorch's export convention), reset to v_reset, static inputs "
+                        "presented at every step; override with --dt")
+    for name, node in nodes.items():
+        if isinstance(node, NEURON_TYPES):
+            p = _neuron_param(node)
+            if p is not None and p.ndim == 0:
+                warnings.append(f"{name}: scalar neuron parameters; NIR type inference needs arrays of the "
+                                "population shape (NIR issue #176)")
+        if isinstance(node, nir.Input):
+            shape = np.asarray(node.input_type["input"]).ravel()
+            if len(shape) == 4:
+                warnings.append(f"{name}: input type {shape.tolist()} has 4 dimensions; a batch dimension "
+                                "in the type breaks other tools (types are batch-free)")
+        if isinstance(node, nir.Conv2d) and int(node.groups) > 1:
+            warnings.append(f"{name}: grouped conv (groups={int(node.groups)}); nir.read needs "
+                            "type_check=False for this graph (NIR 1.0.8 infers C_in from weight.shape[1])")
+            break
+    if conv.from_metadata and conv.reset not in ("zero", "to_v_reset"):
+        warnings.append(f"reset mode {conv.reset!r}: NIR has no subtractive reset; backends reset to v_reset")
+    return warnings
+
+
+def type_check(graph: nir.NIRGraph) -> None:
+    """Run once on zeros with the torch backend; raises NeurodeployError naming the node."""
+    from ..backends.torch import compile
+    program = compile(graph, device="cpu")
+    program.run(np.zeros((1,) + program.input_shape, np.float32), timesteps=1, record_populations=False)
+
+
+def is_chain(graph: nir.NIRGraph) -> bool:
+    succ, pred = {}, {}
+    for s, d in graph.edges:
+        succ[s] = succ.get(s, 0) + 1
+        pred[d] = pred.get(d, 0) + 1
+    return all(v <= 1 for v in succ.values()) and all(v <= 1 for v in pred.values())
+
+
+def target_support(graph: nir.NIRGraph) -> dict:
+    """Which targets can run this graph, and why not."""
+    from ..backends.torch import flatten_graph
+    nodes, _ = flatten_graph(graph)
+    out = {}
+    bad = sorted({type(n).__name__ for n in nodes.values() if not isinstance(n, TORCH_TYPES)})
+    out["torch"] = {"ok": not bad, "why": f"unsupported node types: {', '.join(bad)}" if bad else "all node types run"}
+    bad = sorted({type(n).__name__ for n in nodes.values() if not isinstance(n, LAVA_TYPES)})
+    out["lava"] = {"ok": not bad, "why": (f"no Lava mapping for: {', '.join(bad)}" if bad
+                                         else "populations and projections map to Lava processes")}
+    chain = is_chain(graph)
+    out["netx"] = {"ok": chain and not bad,
+                   "why": "a chain of supported layers" if chain and not bad
+                   else "lava-dl netx loads chains only; this graph has fan-in/fan-out" if not chain
+                   else out["lava"]["why"]}
+    return out
+
+
+def check(graph: nir.NIRGraph) -> dict:
+    report = summarize(graph)
+    try:
+        type_check(graph)
+        report["type_check"] = "ok"
+    except NeurodeployError as e:
+        report["type_check"] = f"failed: {e}"
+    report["warnings"] = lint(graph)
+    report["targets"] = target_support(graph)
+    conv = conventions_of(graph)
+    report["conventions"] = {k: v for k, v in conv.__dict__.items() if k != "extra"}
+    return report

@@ -1,0 +1,202 @@
+"""The model zoo's architectures: parameter counts, pruning, the two twins, shapes, MAC counting."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from neurodeploy.architectures import ARCHITECTURES, build, count_macs, count_parameters, family_of
+from neurodeploy.architectures.layers import LIF, ConvBN, LinearOut, SqueezeExcite, Twin, TwinModel
+from neurodeploy.architectures.squeezenet import FIRE_WIDTHS, PAPER_KEPT_FIRES, Fire
+from neurodeploy.errors import NeurodeployError
+
+POOLING_FAMILIES = ("squeezenet", "pruned_squeezenet", "xception")   # use twin.pool
+
+
+def kinds(model):
+    return {type(m) for m in model.modules()}
+
+
+# ---------------------------------------------------------------- parameter counts
+@pytest.mark.parametrize("twin", ["cnn", "snn"])
+def test_squeezenet_parameters_10_classes(twin):
+    n = count_parameters(build("squeezenet", twin, num_classes=10, in_channels=3))
+    assert n == 734_986
+    assert abs(n - 736_500) / 736_500 < 0.01
+
+
+def test_squeezenet_parameters_100_classes():
+    n = count_parameters(build("squeezenet", "cnn", num_classes=100, in_channels=3))
+    assert n == 734_986 + 90 * (512 + 1)              # only the 1x1 classifier grows
+    assert abs(n - 782_600) / 782_600 < 0.01
+
+
+def test_squeezenet_parameters_by_hand():
+    def conv_bn(cin, cout, k):
+        return cout * cin * k * k + cout + 2 * cout    # weight, bias, BN affine
+    n = conv_bn(3, 96, 3)
+    cin = 96
+    for f in range(2, 10):
+        s, e = FIRE_WIDTHS[f]
+        n += conv_bn(cin, s, 1) + conv_bn(s, e, 1) + conv_bn(s, e, 3)
+        cin = 2 * e
+    n += 10 * cin + 10                                  # classifier: conv with bias, no BN
+    assert n == 734_986
+
+
+# ---------------------------------------------------------------- pruning
+def fires_of(model):
+    return [m for m in model.modules() if isinstance(m, Fire)]
+
+
+def fire_ids(model):
+    """Identify each Fire module by its (squeeze, expand) widths and its input width."""
+    return [(m.squeeze.conv.in_channels, m.squeeze.conv.out_channels, m.expand1x1.conv.out_channels)
+            for m in fires_of(model)]
+
+
+def test_pruned_squeezenet_keeps_paper_fires_by_default():
+    assert PAPER_KEPT_FIRES == (4, 6, 8, 9)
+    m = build("pruned_squeezenet", "cnn")
+    assert m.arguments["fires"] == [4, 6, 8, 9]
+    assert fire_ids(m) == [(96, 32, 128), (256, 48, 192), (384, 64, 256), (512, 64, 256)]
+    assert count_parameters(m) < count_parameters(build("squeezenet", "cnn"))
+    assert sum(isinstance(x, nn.MaxPool2d) for x in m.modules()) == 3
+
+
+@pytest.mark.parametrize("keep", [(2,), (9,), (3, 5, 7), (2, 4, 8), (2, 3, 4, 5, 6, 7, 8, 9)])
+def test_any_keep_set_builds_and_runs(keep):
+    m = build("pruned_squeezenet", "cnn", fires=keep, in_channels=1, input_size=16, num_classes=7)
+    assert m.arguments["fires"] == sorted(keep)
+    ids = fire_ids(m)
+    assert [x[1:] for x in ids] == [FIRE_WIDTHS[f] for f in sorted(keep)]
+    widths = [96] + [2 * FIRE_WIDTHS[f][1] for f in sorted(keep)]
+    assert [x[0] for x in ids] == widths[:-1]          # each module reads what precedes it
+    assert sum(isinstance(x, nn.MaxPool2d) for x in m.modules()) == 3
+    m.eval()
+    with torch.no_grad():
+        assert m(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("keep", [(), (1,), (10,), (4, 11)])
+def test_bad_keep_sets_refused(keep):
+    with pytest.raises(ValueError):
+        build("pruned_squeezenet", "cnn", fires=keep)
+
+
+def test_full_keep_set_equals_squeezenet():
+    a = build("pruned_squeezenet", "cnn", fires=tuple(range(2, 10)))
+    b = build("squeezenet", "cnn")
+    assert count_parameters(a) == count_parameters(b) == 734_986
+
+
+# ---------------------------------------------------------------- the two twins
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_cnn_twin_composition(name):
+    m = build(name, "cnn")
+    k = kinds(m)
+    assert nn.ReLU in k and LIF not in k
+    assert m.timesteps == 1
+    if name in POOLING_FAMILIES:
+        assert nn.MaxPool2d in k
+    if family_of(name) == "mixnet":
+        assert SqueezeExcite in k
+    assert all(not c.snap for c in m.modules() if isinstance(c, (ConvBN, LinearOut)))
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_snn_twin_composition(name):
+    m = build(name, "snn", timesteps=3)
+    k = kinds(m)
+    assert LIF in k and nn.AvgPool2d in k
+    assert not k & {nn.ReLU, nn.MaxPool2d, SqueezeExcite, nn.Sigmoid, nn.SiLU}
+    assert m.timesteps == 3
+    assert all(c.snap for c in m.modules() if isinstance(c, (ConvBN, LinearOut)))
+    if name in POOLING_FAMILIES:
+        assert sum(isinstance(x, nn.AvgPool2d) for x in m.modules()) > 1
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_twins_share_all_weights_but_gates(name):
+    cnn = {k: v.shape for k, v in build(name, "cnn").state_dict().items()}
+    snn = {k: v.shape for k, v in build(name, "snn").state_dict().items()}
+    assert set(snn) <= set(cnn)
+    assert all(cnn[k] == v for k, v in snn.items())
+    extra = set(cnn) - set(snn)
+    assert all(".se." in k for k in extra), sorted(extra)[:5]
+
+
+def test_build_errors():
+    with pytest.raises(NeurodeployError, match="unknown model"):
+        build("resnet", "snn")
+    with pytest.raises(NeurodeployError, match="unknown twin"):
+        build("squeezenet", "ann")
+    assert build("mixnet", Twin("snn", beta=0.5)).lif_populations()[0].beta == 0.5
+
+
+# ---------------------------------------------------------------- forward shapes
+@pytest.mark.parametrize("size, classes", [(32, 100), (64, 200)])
+def test_squeezenet_forward_shapes(size, classes):
+    m = build("pruned_squeezenet", "cnn", input_size=size, num_classes=classes)
+    m.eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, size, size))
+    assert y.shape == (2, classes) and torch.isfinite(y).all()
+
+
+def test_snn_forward_steps_and_sum():
+    m = build("pruned_squeezenet", "snn", input_size=16, num_classes=5, in_channels=1, timesteps=3)
+    m.eval()
+    x = torch.rand(2, 1, 16, 16) * 4
+    with torch.no_grad():
+        steps = m.forward_steps(x)
+        total = m(x)
+    assert steps.shape == (3, 2, 5)
+    assert torch.equal(total, steps.sum(0))
+    assert set(torch.unique(steps).tolist()) <= {0.0, 0.25, 0.5, 0.75, 1.0}   # spike rate over a 2x2 pool
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("twin", ["cnn", "snn"])
+@pytest.mark.parametrize("size, classes", [(32, 100), (64, 200)])
+def test_zoo_forward_shapes(name, twin, size, classes):
+    m = build(name, twin, input_size=size, num_classes=classes, timesteps=2)
+    m.eval()
+    with torch.no_grad():
+        y = m.forward_steps(torch.randn(1, 3, size, size))
+    assert y.shape == ((2 if twin == "snn" else 1), 1, classes)
+
+
+# ---------------------------------------------------------------- MAC counting
+class _One(TwinModel):
+    def __init__(self, layer, twin="cnn"):
+        super().__init__(Twin(twin), timesteps=4)
+        self.layer = layer
+
+    def body(self, x):
+        return self.layer(x)
+
+
+def test_count_macs_single_conv():
+    m = _One(ConvBN(3, 4, 3))                   # 8x8, padding 1: 4 x 8 x 8 outputs, 3 x 3 x 3 each
+    assert count_macs(m, (3, 8, 8)) == 4 * 8 * 8 * 3 * 3 * 3 == 6912
+
+
+def test_count_macs_strided_depthwise_and_linear():
+    assert count_macs(_One(ConvBN(4, 4, 3, stride=2, groups=4)), (4, 8, 8)) == 4 * 4 * 4 * 9
+    lin = _One(nn.Sequential(nn.Flatten(), LinearOut(12, 5)))
+    assert count_macs(lin, (3, 2, 2)) == 12 * 5
+
+
+def test_count_macs_restores_state():
+    m = _One(nn.Sequential(ConvBN(1, 2, 3), nn.ReLU()))
+    m.train()
+    m.timesteps = 3
+    assert count_macs(m, (1, 6, 6)) == 2 * 6 * 6 * 9
+    assert m.training and m.timesteps == 3
+
+
+def test_count_macs_spiking_twin_equals_cnn_twin():
+    m = _One(nn.Sequential(ConvBN(1, 2, 3, snap=True), LIF()), twin="snn")
+    assert count_macs(m, (1, 6, 6)) == 2 * 6 * 6 * 9

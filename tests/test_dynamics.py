@@ -1,0 +1,139 @@
+"""neurodeploy.dynamics: the LIF discretisation shared by the models and the backends."""
+from __future__ import annotations
+
+import math
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from neurodeploy import dynamics
+from neurodeploy.architectures.layers import LIF
+from neurodeploy.graph.io import read_graph, write_graph
+
+
+def hand_loop(current, decay, gain, leak, thr, v_reset):
+    """float32 numpy loop: v = decay v + gain I + leak; s = v > thr; v = v_reset where s."""
+    v = np.zeros(current.shape[1:], np.float32)
+    spikes, mems = [], []
+    for c in current:
+        v = (decay * v + gain * c + leak).astype(np.float32)
+        s = v > thr
+        v = np.where(s, v_reset, v).astype(np.float32)
+        spikes.append(s.astype(np.float32))
+        mems.append(v)
+    return np.stack(spikes), np.stack(mems)
+
+
+def test_lif_scan_matches_hand_loop():
+    rng = np.random.default_rng(0)
+    shape = (2, 5)
+    tau = 1e-4 / (1 - rng.uniform(0.5, 0.95, shape))
+    r = rng.uniform(0.5, 2.0, shape) * tau / 1e-4
+    v_leak = rng.uniform(-0.1, 0.2, shape)
+    thr = rng.uniform(0.5, 1.5, shape)
+    v_reset = rng.uniform(-0.2, 0.2, shape)
+    c = dynamics.lif_coefficients(tau, r, v_leak, thr, v_reset)
+    assert all(t.dtype == torch.float32 and tuple(t.shape) == shape
+               for t in (c.decay, c.gain, c.leak, c.threshold, c.v_reset))
+    current = torch.from_numpy(rng.uniform(-0.5, 1.5, (12, 3) + shape).astype(np.float32))
+    spikes, mem = dynamics.lif_scan(current, c, return_membrane=True)
+    exp_s, exp_m = hand_loop(current.numpy(), *(t.numpy() for t in (c.decay, c.gain, c.leak, c.threshold,
+                                                                       c.v_reset)))
+    np.testing.assert_array_equal(spikes.numpy(), exp_s)
+    np.testing.assert_array_equal(mem.numpy(), exp_m)
+    assert 0.05 < exp_s.mean() < 0.95
+    assert torch.equal(dynamics.lif_scan(current, c), spikes)
+
+
+def test_lif_scan_strict_threshold_and_same_step_reset():
+    c = dynamics.lif_coefficients(np.full(1, 2e-4), np.full(1, 2.0), np.zeros(1), np.ones(1), np.full(1, 0.25))
+    assert float(c.decay) == 0.5 and float(c.gain) == 1.0
+    current = torch.tensor([[1.0], [0.5], [0.5], [0.0]]).unsqueeze(1)      # (T, B=1, 1)
+    s, v = dynamics.lif_scan(current, c, return_membrane=True)
+    # v: 1.0 (== threshold: no spike), 1.0 (no), 1.0 (no), 0.5
+    assert s.flatten().tolist() == [0, 0, 0, 0]
+    current = torch.tensor([[1.5], [0.0], [1.0]]).unsqueeze(1)
+    s, v = dynamics.lif_scan(current, c, return_membrane=True)
+    assert s.flatten().tolist() == [1, 0, 1]
+    assert v.flatten().tolist() == [0.25, 0.125, 0.25]       # reset to v_reset in the step it fires
+
+
+def test_surrogate_gradient():
+    x = torch.tensor([-1.0, -0.1, 0.0, 0.05, 1.0], requires_grad=True)
+    y = dynamics.spike(x, slope=2.0)
+    assert y.tolist() == [0, 0, 0, 1, 1]                      # Heaviside, strict
+    y.sum().backward()
+    expected = 1.0 / (1 + (math.pi * x.detach()) ** 2)           # (2/2) / (1 + (pi/2 * 2 * x)^2)
+    torch.testing.assert_close(x.grad, expected)
+    assert x.grad[2] == 1.0 and x.grad[2] > x.grad[1] > x.grad[0] > 0
+
+
+def test_lif_scan_gradient_nonzero_near_threshold():
+    c = dynamics.lif_coefficients(np.full(3, 1e-3), np.full(3, 10.0), np.zeros(3), np.ones(3), np.zeros(3))
+    current = torch.tensor([[0.99, 0.5, 1.01]]).reshape(1, 1, 3).requires_grad_(True)
+    s = dynamics.lif_scan(current, c)
+    s.sum().backward()
+    g = current.grad.flatten()
+    assert (g > 0).all()
+    assert g[0] > g[1] and g[2] > g[1]          # larger close to threshold
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.95, 0.875])
+def test_beta_roundtrip_is_bit_exact(beta):
+    b32 = np.float32(beta)
+    tau, r = dynamics.beta_to_nir(b32)
+    np.testing.assert_allclose(1e-4 / tau, 1 - float(b32), rtol=1e-12)
+    c = dynamics.lif_coefficients(tau, r, 0.0, 1.0, 0.0)
+    assert c.decay.item() == float(b32)                    # the same float32 beta
+    assert c.gain.item() == 1.0 and c.leak.item() == 0.0
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.95, 0.875])
+def test_beta_roundtrip_through_a_nir_file(tmp_path, beta):
+    pop = LIF(beta=beta, threshold=1.0)
+    p = pop.nir_parameters(shape=(3,))
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "lif": nir.LIF(**p),
+                            "output": nir.Output(output_type={"output": np.array([3])})},
+                     edges=[("input", "lif"), ("lif", "output")], type_check=False)
+    n = read_graph(write_graph(tmp_path / "lif.nir", g)).nodes["lif"]
+    c = dynamics.lif_coefficients(n.tau, n.r, n.v_leak, n.v_threshold, n.v_reset)
+    assert (c.decay.numpy() == np.float32(beta)).all()
+    assert (c.gain.numpy() == 1.0).all()
+    pop.timesteps, pop.batch = 1, 1
+    pop(torch.zeros(1, 3))
+    mine = pop.coefficients("cpu")
+    assert (mine.decay.numpy() == np.float32(beta)).all() and (mine.gain.numpy() == 1.0).all()
+
+
+LIF_SHAPE_BUG = ("BUG: LIF.coefficients calls nir_parameters(shape=()), and nir_parameters treats the empty shape "
+                 "as 'not given' (`shape or self.population_shape`): coefficients() before a forward raises "
+                 "TypeError, and after one they are cached with the first input's shape, so the module fails "
+                 "on any other input shape")
+
+
+def test_lif_coefficients_are_scalars_before_any_forward():
+    c = LIF(beta=0.9).coefficients("cpu")
+    assert c.decay.shape == () and c.decay.item() == np.float32(0.9)
+
+
+def test_lif_module_accepts_a_second_input_shape():
+    pop = LIF(beta=0.9)
+    pop.timesteps, pop.batch = 2, 1
+    a = pop(torch.full((2, 4), 0.75))
+    b = pop(torch.full((2, 5), 0.75))
+    assert torch.equal(b[:, :4], a)
+
+
+def test_lif_module_static_input_equals_sequence():
+    pop = LIF(beta=0.875, threshold=1.0)
+    pop.timesteps, pop.batch = 5, 3
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0)) * 0.75
+    static = pop(x)
+    seq = pop(x.unsqueeze(0).expand(5, 3, 4).reshape(15, 4))
+    assert torch.equal(static, seq) and static.shape == (15, 4)
+    exp, _ = hand_loop(np.broadcast_to(x.numpy(), (5, 3, 4)), np.float32(0.875), np.float32(1), np.float32(0),
+                       np.float32(1), np.float32(0))
+    np.testing.assert_array_equal(static.reshape(5, 3, 4).numpy(), exp)
+    assert 0 < exp.mean() < 1
