@@ -14,7 +14,8 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from rich.table import Table
 
 from .errors import NeurodeployError
@@ -24,8 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "and measure what an inference costs.")
 setup_app = typer.Typer(help="Create the runtimes that optional targets need.", no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)   # an error stays one line
+out = Console(width=None if sys.stdout.isatty() else 140)
 STATE = {"debug": False}
 
 
@@ -34,9 +35,16 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
     STATE["debug"] = debug
 
 
+class _StatusColumn(ProgressColumn):
+    """The task's ``status`` field (loss, accuracy, ...) when it has one."""
+
+    def render(self, task):
+        return Text(str(task.fields.get("status", "")))
+
+
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"), console=err, transient=False)
+                    _StatusColumn(), console=err, transient=False)
 
 
 def emit(obj: dict, as_json: bool, render=None):
@@ -119,8 +127,7 @@ def setup_lava(force: bool = typer.Option(False, help="Re-create the runtime eve
     if status["installed"] and not force:
         err.print(f"Lava runtime already installed at {status['path']}")
         return
-    runtime.install_runtime(log=lambda m: err.print(m), force=force) if "force" in \
-        runtime.install_runtime.__code__.co_varnames else runtime.install_runtime(log=lambda m: err.print(m))
+    runtime.install_runtime(log=lambda m: err.print(m), force=force)
     err.print(f"Lava runtime ready at {runtime.runtime_path()}")
 
 
@@ -452,26 +459,31 @@ def bench(dataset: str = typer.Option("mnist5k", help="Dataset to re-measure on.
 
 
 def entry():
+    """Console entry point: one-line errors, exit codes, tracebacks only with --debug."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except NeurodeployError as e:
         if STATE["debug"]:
             raise
         err.print(f"[red]error[/]: {e}", highlight=False)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except (KeyboardInterrupt,):
+    except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors and anything unexpected
-        import click
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as e:
+        usage = _usage_error(e)
+        if usage is not None:
+            usage.show()
+            sys.exit(usage.exit_code)
+        if type(e).__name__ in ("Exit", "Abort"):
+            sys.exit(getattr(e, "exit_code", 1))
         if STATE["debug"]:
             raise
         err.print(f"[red]error[/]: {type(e).__name__}: {e} (run with --debug for the traceback)", highlight=False)
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _usage_error(e):
+    """click's (or typer's vendored click's) usage errors know how to print themselves."""
+    return e if hasattr(e, "show") and hasattr(e, "exit_code") else None

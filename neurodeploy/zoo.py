@@ -58,3 +58,15 @@ def listing() -> list[dict]:
             "timesteps": (snn_card or {}).get("timesteps"),
         })
     return rows
+
+
+# How the committed zoo was trained (`neurodeploy train-zoo` reproduces it): everything
+# else is TrainConfig's defaults (AdamW, lr 2e-3, one-cycle, batch 64, T=4, seed 0).
+RECIPES = {
+    "squeezenet": {"snn": {"epochs": 6}, "cnn": {"epochs": 4}},
+    "pruned_squeezenet": {"snn": {"epochs": 6}, "cnn": {"epochs": 4}},
+    "mnasnet": {"snn": {"epochs": 5}, "cnn": {"epochs": 3}},
+    "mixnet": {"snn": {"epochs": 5}, "cnn": {"epochs": 3}},
+    "shufflenetv2": {"snn": {"epochs": 5}, "cnn": {"epochs": 3}},
+    "xception": {"snn": {"epochs": 5}, "cnn": {"epochs": 3}},
+}

@@ -17,13 +17,14 @@ from torch import nn
 from .layers import Twin, TwinModel
 from .mnasnet import scaled
 
-# expansion, output channels, depthwise kernels, stride, squeeze-excitation ratio (MixNet-S;
+# expansion, output channels, depthwise kernels, stride, squeeze-excitation ratio (MixNet-S's
+# stages with one block per repeat group, 7 blocks instead of 15;
 # the 9x9 and 11x11 kernel groups of the last blocks are capped at 7x7: at 4x4 and 8x8
 # feature maps they see the same window, and large depthwise kernels are slow on CPUs)
-BLOCKS = ((1, 16, (3,), 1, 0), (6, 24, (3,), 1, 0), (3, 24, (3,), 1, 0),
+BLOCKS = ((1, 16, (3,), 1, 0), (6, 24, (3,), 1, 0),
           (6, 40, (3, 5, 7), 2, 0.5), (6, 40, (3, 5), 1, 0.5),
-          (6, 80, (3, 5, 7), 2, 0.25), (6, 80, (3, 5), 1, 0.25),
-          (6, 120, (3, 5, 7), 1, 0.5), (3, 120, (3, 5, 7), 1, 0.5),
+          (6, 80, (3, 5, 7), 2, 0.25),
+          (6, 120, (3, 5, 7), 1, 0.5),
           (6, 200, (3, 5, 7), 2, 0.5))
 
 
@@ -65,7 +66,7 @@ class MixBlock(nn.Module):
 
 class MixNet(TwinModel):
     def __init__(self, twin: Twin = Twin(), num_classes: int = 10, input_size: int = 32,
-                 in_channels: int = 3, timesteps: int = 4, width: float = 0.25, head: int = 64):
+                 in_channels: int = 3, timesteps: int = 4, width: float = 0.3, head: int = 64):
         super().__init__(twin, timesteps)
         self.arguments = dict(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
                               width=width, head=head)
@@ -76,8 +77,8 @@ class MixNet(TwinModel):
             cout = scaled(c, width)
             layers.append(MixBlock(twin, cin, cout, t, kernels, s, se))
             cin = cout
-        layers += [twin.conv(cin, head, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
-                   twin.linear(head, num_classes), twin.readout()]
+        layers += [twin.conv(cin, head, 1), twin.act(), twin.conv(head, num_classes, 1), twin.readout(),
+                   nn.AvgPool2d(input_size // 8), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

@@ -16,9 +16,11 @@ from torch import nn
 
 from .layers import Twin, TwinModel
 
-# expansion t, output channels c, repeats n, stride s, kernel k  (MnasNet-B1)
-STAGES = ((3, 24, 3, 1, 3), (3, 40, 3, 2, 5), (6, 80, 3, 2, 5), (6, 96, 2, 1, 3),
-          (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
+# expansion t, output channels c, repeats n, stride s, kernel k: MnasNet-B1's stages with
+# repeats (3,3,3,2,4,1) cut to (1,2,2,1,2,1): 9 blocks instead of 16, so the spiking twin
+# is ~30 neuron layers deep rather than ~50 (deep plain SNNs train poorly in a few epochs)
+STAGES = ((3, 24, 1, 1, 3), (3, 40, 2, 2, 5), (6, 80, 2, 2, 5), (6, 96, 1, 1, 3),
+          (6, 192, 2, 2, 5), (6, 320, 1, 1, 3))
 
 
 def scaled(c: float, width: float) -> int:
@@ -42,7 +44,7 @@ class MBConv(nn.Module):
 
 class MnasNet(TwinModel):
     def __init__(self, twin: Twin = Twin(), num_classes: int = 10, input_size: int = 32,
-                 in_channels: int = 3, timesteps: int = 4, width: float = 0.2, head: int = 128):
+                 in_channels: int = 3, timesteps: int = 4, width: float = 0.25, head: int = 128):
         super().__init__(twin, timesteps)
         self.arguments = dict(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
                               width=width, head=head)
@@ -56,8 +58,8 @@ class MnasNet(TwinModel):
             for i in range(n):
                 layers.append(MBConv(twin, cin, cout, t, k, s if i == 0 else 1))
                 cin = cout
-        layers += [twin.conv(cin, head, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
-                   twin.linear(head, num_classes), twin.readout()]
+        layers += [twin.conv(cin, head, 1), twin.act(), twin.conv(head, num_classes, 1), twin.readout(),
+                   nn.AvgPool2d(input_size // 8), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

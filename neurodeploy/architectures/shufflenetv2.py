@@ -18,7 +18,7 @@ from torch import nn
 
 from .layers import Twin, TwinModel, channel_shuffle
 
-STAGE_REPEATS = (4, 8, 4)
+STAGE_REPEATS = (2, 4, 2)          # half of the original (4, 8, 4): a shallower spiking twin
 STAGE_CHANNELS = (24, 116, 232, 464)   # stem, stages (the 1.0x widths)
 HEAD_CHANNELS = 1024
 
@@ -52,7 +52,7 @@ class ShuffleUnit(nn.Module):
 
 class ShuffleNetV2(TwinModel):
     def __init__(self, twin: Twin = Twin(), num_classes: int = 10, input_size: int = 32,
-                 in_channels: int = 3, timesteps: int = 4, width: float = 0.8):
+                 in_channels: int = 3, timesteps: int = 4, width: float = 1.0):
         super().__init__(twin, timesteps)
         self.arguments = dict(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
                               width=width)
@@ -63,8 +63,9 @@ class ShuffleNetV2(TwinModel):
             layers.append(ShuffleUnit(twin, cin, cout, 2))
             layers += [ShuffleUnit(twin, cout, cout, 1) for _ in range(repeats - 1)]
             cin = cout
-        layers += [twin.conv(cin, HEAD_CHANNELS, 1), twin.act(), nn.AvgPool2d(input_size // 8), nn.Flatten(),
-                   twin.linear(HEAD_CHANNELS, num_classes), twin.readout()]
+        layers += [twin.conv(cin, HEAD_CHANNELS, 1), twin.act(),
+                   twin.conv(HEAD_CHANNELS, num_classes, 1), twin.readout(),
+                   nn.AvgPool2d(input_size // 8), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

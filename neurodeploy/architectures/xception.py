@@ -18,9 +18,9 @@ from torch import nn
 
 from .layers import Twin, TwinModel
 
-ENTRY = (64, 128, 192)       # stem width, then entry-flow block outputs
-MIDDLE_BLOCKS = 5
-EXIT = (256, 384)
+ENTRY = (64, 128, 256)       # stem width, then entry-flow block outputs
+MIDDLE_BLOCKS = 2              # the original has 8: a shallower spiking twin
+EXIT = (320, 512)
 
 
 class SeparableConv(nn.Sequential):
@@ -68,7 +68,8 @@ class Xception(TwinModel):
         layers += [MiddleBlock(twin, c2) for _ in range(middle_blocks)]
         e1, e2 = EXIT
         layers += [EntryBlock(twin, c2, e1), SeparableConv(twin, e1, e2), twin.act(),
-                   nn.AvgPool2d(input_size // 16), nn.Flatten(), twin.linear(e2, num_classes), twin.readout()]
+                   twin.conv(e2, num_classes, 1), twin.readout(),
+                   nn.AvgPool2d(input_size // 16), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
     def body(self, x):

@@ -153,11 +153,11 @@ def cuba_graph(tmp_path, seed=5):
 
     nodes = {
         "input": nir.Input(input_type={"input": np.array([2, 5, 5])}),
-        "conv1": conv(rng, 4, 2, 3, (5, 5), 0.5),
-        "cuba1": cuba((4, 5, 5), w_in=0.8),
+        "conv1": conv(rng, 4, 2, 3, (5, 5), 1.2),
+        "cuba1": cuba((4, 5, 5), w_in=2.0),
         "flat": nir.Flatten(input_type={"input": np.array([4, 5, 5])}, start_dim=0, end_dim=-1),
-        "fc": nir.Affine(weight=rng.normal(0, 0.4, (6, 100)), bias=np.zeros(6)),
-        "cuba2": cuba((6,)),
+        "fc": nir.Affine(weight=rng.normal(0, 0.8, (6, 100)), bias=np.zeros(6)),
+        "cuba2": cuba((6,), w_in=2.5),
         "output": nir.Output(output_type={"output": np.array([6])}),
     }
     edges = [("input", "conv1"), ("conv1", "cuba1"), ("cuba1", "flat"), ("flat", "fc"),
@@ -236,7 +236,8 @@ def reference_run(path, x, timesteps):
                 cur = inp.astype(np.float32)
                 if kind == "CubaLIF":
                     i = state.get(n + ".i", np.zeros(inp.shape, np.float32))
-                    cur = f32(1 - DT / np.asarray(node.tau_syn, np.float64)) * i + f32(node.w_in) * cur
+                    a_syn = DT / np.asarray(node.tau_syn, np.float64)   # NIR: tau di/dt = -i + w I
+                    cur = f32(1 - a_syn) * i + f32(node.w_in * a_syn) * cur
                     state[n + ".i"] = cur
                 if kind in ("LIF", "CubaLIF"):
                     a = DT / np.asarray(node.tau if kind == "LIF" else node.tau_mem, np.float64)
@@ -494,6 +495,8 @@ def test_chunked_run_equals_one_run(tmp_path):
     x = np.random.default_rng(9).uniform(0, 1, (3, 2, 8, 8)).astype(np.float32)
     prog = lava.compile(path, precision="fixed")
     one, two = prog.run(x, 4), prog.run(x, 4, batch_size=2)
+    three = lava.compile(nir.read(str(path), type_check=False), precision="fixed").run(x, 4)
+    np.testing.assert_array_equal(one.outputs, three.outputs)   # a graph object works too
     np.testing.assert_array_equal(one.outputs, two.outputs)
     assert one.counters.to_dict()["totals_per_sample"] == two.counters.to_dict()["totals_per_sample"]
     assert two.counters.samples == 3 and prog.last["chunks"] == 2

@@ -14,7 +14,10 @@ semantic error: its spikes match the torch reference).
 
 Inputs are (N, *input_shape) presented every step (direct encoding) or a sequence
 (T, N, *input_shape). Outputs are (T, N, *output_shape), aligned step by step with the
-reference despite Lava's one-step delay per projection (plan.py explains how).
+reference despite Lava's one-step delay per projection (plan.py explains how). Runs go
+in chunks of ``batch_size`` samples, one worker (one Lava network) per chunk.
+``LavaProgram.last`` holds the last worker's result.json: seconds per timestep / per
+sample, the fixed-point quantisation report, pipeline depths.
 """
 from __future__ import annotations
 
@@ -50,7 +53,8 @@ class LavaProgram:
     timeout: float = 1800.0
     fast_conv: bool = True
     input_shape: tuple = ()
-    last: dict = field(default_factory=dict)   # the worker's full result.json of the last run
+    last: dict = field(default_factory=dict)   # the worker's result.json of the last run
+    _tmp: object = field(default=None, repr=False)   # keeps a graph given as an object on disk
 
     def run(self, inputs: np.ndarray, timesteps: int, batch_size: int = 64,
             progress=None) -> RunResult:
@@ -118,10 +122,25 @@ def merge_counters(parts) -> RunCounters:
     return total
 
 
+def worker_path_dir(tmp: Path) -> Path:
+    """A folder holding only ``neurodeploy`` (a symlink), for the worker's PYTHONPATH.
+
+    In a source checkout the repository root would do; in an installed toolkit that
+    folder is the main environment's site-packages, whose numpy/torch (built for the
+    main Python) must not shadow the Lava runtime's own.
+    """
+    d = tmp / "pythonpath"
+    d.mkdir(exist_ok=True)
+    link = d / "neurodeploy"
+    if not link.exists():
+        link.symlink_to(repo_root() / "neurodeploy", target_is_directory=True)
+    return d
+
+
 def _run_worker(python: Path, request: Path, timeout: float) -> None:
     env = dict(os.environ)
-    root = str(repo_root())
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    root = str(worker_path_dir(request.parent))
+    env["PYTHONPATH"] = root   # nothing of the main environment's path
     env.pop("PYTHONHOME", None)
     cmd = [str(python), "-m", "neurodeploy.backends.lava.worker", str(request)]
     try:
@@ -160,30 +179,41 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def compile(graph_path, precision: str = "fixed", timeout: float = 1800.0,
+def compile(graph, precision: str = "fixed", timeout: float = 1800.0,
             fast_conv: bool = True) -> LavaProgram:
-    """Check that the graph maps onto Lava (here, without the runtime) and return a program."""
+    """Check that the graph maps onto Lava (here, without the runtime) and return a program.
+
+    ``graph``: a .nir path, or a ``nir.NIRGraph`` (written to a temporary file that
+    lives as long as the program, since the worker reads files).
+    """
     import nir
     from ...graph.metadata import conventions_of
     from .plan import PlanError, build_plan
 
     if precision not in PRECISIONS:
         raise NeurodeployError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
-    path = Path(graph_path)
+    keep = None
+    if isinstance(graph, nir.NIRGraph):
+        from ...graph.io import write_graph
+        keep = tempfile.TemporaryDirectory(prefix="neurodeploy-lava-graph-")
+        graph = write_graph(Path(keep.name) / "graph.nir", graph)
+    path = Path(graph)
     if not path.exists():
         raise NeurodeployError(f"{path}: no such file")
     try:
-        graph = nir.read(str(path), type_check=False)
+        loaded = nir.read(str(path), type_check=False)   # grouped convs fail NIR's own check
     except Exception as e:
         raise NeurodeployError(f"{path}: cannot be read as a NIR graph ({type(e).__name__}: {e})") from e
     try:
-        plan = build_plan(graph, conventions_of(graph))
+        plan = build_plan(loaded, conventions_of(loaded))
         if precision == "fixed":
             from .compiler import Quantised
             Quantised(plan, "fixed")   # fixed-point restrictions fail here, not in the worker
     except PlanError as e:
         raise NeurodeployError(f"{path}: {e}") from None
-    return LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape))
+    prog = LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape))
+    prog._tmp = keep
+    return prog
 
 
 __all__ = ["compile", "LavaProgram", "merge_counters", "runtime_status", "install_runtime", "ensure_runtime",

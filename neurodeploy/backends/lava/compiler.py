@@ -14,8 +14,12 @@ integer formats. Here:
   sequence) and become the target population's ``drive``; in fixed mode with the
   quantised weights, and the drive quantised like a Loihi bias (13-bit mantissa,
   3-bit exponent), which is how netx feeds real-valued input;
+  (a CubaLIF's drive enters its synaptic current u instead, being filtered like any input);
 - pipeline alignment: population p runs sample s, step k at global step
-  s*T + k + depth(p); the run lasts N*T + max depth steps (see plan.py);
+  s*T + k + depth(p); the run lasts N*T + max depth steps; a path shorter than the
+  longest into its target gets a ``SpikeDelay`` (see plan.py);
+- counting: spikes and input events are counted inside the ``Population`` models;
+  projection counters follow the reference backend's definitions (``counters``);
 - an Output fed by linear ops is read out on the host (plan.py), in float64;
 - ``precision='fixed'`` runs ``Loihi2SimCfg(select_tag='fixed_pt')`` (never the untagged
   config, which silently picks float models), ``'float'`` runs ``'floating_pt'`` with the

@@ -253,8 +253,8 @@ def make_pop(name: str, node, dt: float) -> Pop:
     if t in ("LIF", "CubaLIF"):
         alpha = dt / f(node.tau if t == "LIF" else node.tau_mem)
         decay, gain, leak = 1.0 - alpha, f(node.r) * alpha, f(node.v_leak) * alpha
-        if t == "CubaLIF":   # the synaptic stage, as the torch reference backend
-            syn, w_in = 1.0 - dt / f(node.tau_syn), f(node.w_in)
+        if t == "CubaLIF":   # tau_syn di/dt = -i + w_in I, Euler (as the torch reference)
+            syn, w_in = 1.0 - dt / f(node.tau_syn), f(node.w_in) * dt / f(node.tau_syn)
     else:  # IF, dv/dt = R I: forward Euler v += r dt I (as the torch reference backend)
         decay, gain, leak = np.ones(shape), f(node.r) * dt, np.zeros(shape)
     b = lambda x: np.broadcast_to(x, shape).astype(np.float64)

@@ -2,7 +2,8 @@
 
 ``Population``: a LIF/IF/CubaLIF population in NIR semantics (see neurodeploy/dynamics.py):
 
-    I[t] = a_in[t] + drive[t];   CubaLIF: I[t] <- i[t] = syn_decay * i[t-1] + w_in * I[t]
+    I[t] = a_in[t] + drive[t];   CubaLIF: I[t] <- i[t] = syn_decay * i[t-1] + w_in' * I[t]
+    (w_in' = w_in * dt / tau_syn: NIR's tau_syn di/dt = -i + w_in I, forward Euler)
     v[t] = decay * v[t-1] + gain * I[t] + leak                   (float model)
     s[t] = v[t] > threshold;  v[t] = v_reset where s[t]
 

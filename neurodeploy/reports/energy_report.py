@@ -1,0 +1,73 @@
+"""``neurodeploy energy``: measure counts on real inputs, price them per target, CNN twin beside it.
+
+Counts come from running the graph (torch reference by default, or inside the
+Lava simulation with ``--backend lava``) or from a counters JSON written by
+``neurodeploy run --save-counts`` (refused if it belongs to another graph).
+The CNN twin's MACs come from the architecture named in the graph's metadata
+(the very CNN the spiking twin was made from); for graphs of other tools,
+from the dense op count of the graph (every synapse, one timestep).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import energy as en
+from ..backends.base import RunCounters
+from ..errors import NeurodeployError
+from ..graph.io import file_sha256, read_graph
+from ..graph.metadata import conventions_of
+
+
+def cnn_twin_macs_for(graph, counters: RunCounters) -> tuple[float, str]:
+    conv = conventions_of(graph)
+    if conv.from_metadata and conv.model:
+        from ..architectures import build, count_macs
+        try:
+            from ..checkpoint import read
+            arguments = read(conv.checkpoint)["arguments"] if conv.checkpoint and Path(conv.checkpoint).exists() \
+                else None
+        except NeurodeployError:
+            arguments = None
+        if arguments:
+            cnn = build(conv.model, "cnn", **arguments)
+            return float(count_macs(cnn, tuple(conv.input_shape))), f"CNN twin of {conv.model} (architecture)"
+    return float(en.cnn_twin_macs(counters)), "dense synaptic ops of the graph per timestep"
+
+
+def energy_report(file: Path, targets: list, dataset=None, samples=100, counts_file=None, backend="torch",
+                  device="auto", data_dir=None, inputs=None) -> dict:
+    file = Path(file)
+    graph = read_graph(file)
+    sha = file_sha256(file)
+    names = targets or ["cmos45nm"]
+    loaded = [en.load_target(t) for t in names]
+    if counts_file:
+        try:
+            counters = RunCounters.from_dict(json.loads(Path(counts_file).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise NeurodeployError(f"{counts_file}: not a counters JSON written by `neurodeploy run "
+                                   f"--save-counts` ({type(e).__name__}: {e})") from e
+        en.check_graph(counters, sha)
+        source = str(counts_file)
+    else:
+        x, _ = inputs(graph)
+        from ..validate import run_target
+        counters = run_target(backend if backend != "lava" else "lava", graph, file, x, None, 64, device).counters
+        counters.graph_sha256 = sha
+        source = f"measured on {backend}"
+    cnn_macs, cnn_source = cnn_twin_macs_for(graph, counters)
+    cnn_j = en.cnn_energy(cnn_macs, "cmos45nm")
+    rows = []
+    for t in loaded:
+        rep = en.price(counters, t, graph_sha256=sha)
+        mem = en.memory_aware(counters, "cmos45nm", cnn_macs=cnn_macs)
+        rows.append({"target": t.name, "description": t.description, "kind": t.kind,
+                     "energy_per_inference_j": rep.joules, "cnn_energy_j": cnn_j,
+                     "cnn_over_snn": en.energy_ratio(cnn_j, rep.joules),
+                     "breakdown": rep.to_dict(), "memory_aware": mem.to_dict()})
+    conv = conventions_of(graph)
+    return {"file": str(file), "graph_sha256": sha, "backend": backend, "counts": source,
+            "dataset": dataset or conv.dataset or "mnist5k", "samples": counters.samples,
+            "timesteps": counters.timesteps, "counts_per_sample": counters.totals(),
+            "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "targets": rows}
