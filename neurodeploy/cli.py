@@ -167,6 +167,23 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
     emit(card, as_json)
 
 
+@app.command("train-zoo")
+def train_zoo(models_: Optional[str] = typer.Option(None, "--models", help="Comma-separated zoo models (default: all)."),
+              twins: str = typer.Option("snn,cnn", help="Which twins to train."),
+              device: str = typer.Option("auto", help="auto, cpu or cuda.")):
+    """Re-train the committed zoo on mnist5k with the recorded recipes (both twins of every model)."""
+    from . import zoo
+    from .architectures import check_name
+    from .train import TrainConfig, train as run_training
+    names = [check_name(n) for n in _csv(models_)] or list(zoo.RECIPES)
+    with progress_bar() as p:
+        for name in names:
+            for twin in _csv(twins):
+                card = run_training(TrainConfig(model=name, twin=twin, device=device, **zoo.RECIPES[name][twin]),
+                                    zoo.zoo_dir() / name, progress=p)
+                err.print(f"{name}/{twin}: test accuracy {card['test_accuracy']:.4f}")
+
+
 @app.command()
 def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model to prune."),
           keep_fires: Optional[str] = typer.Option(None, help="Fire modules to keep (SqueezeNet), e.g. 4,6,8,9."),

@@ -100,7 +100,17 @@ class LIF(nn.Module):
                                                      p["v_reset"], self.dt).to(device)
         return self._coeffs
 
+    def step(self, x: torch.Tensor, v: torch.Tensor):
+        """One timestep with explicit membrane state (the ONNX export's form): (spikes, v_next)."""
+        c = self.coefficients(x.device)
+        v = c.decay * v + c.gain * x + c.leak
+        s = (v - c.threshold > 0).to(x.dtype)
+        return s, torch.where(s > 0, c.v_reset.expand_as(v), v)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "step_state", None) is not None:     # single-step mode (ONNX export)
+            s, self.step_next = self.step(x, self.step_state)
+            return s
         T, B = self.timesteps, self.batch if self.batch is not None else x.shape[0] // self.timesteps
         self.population_shape = tuple(x.shape[1:])
         if x.shape[0] == B and T > 1:        # static input current: present it at every step

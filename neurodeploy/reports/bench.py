@@ -1,0 +1,178 @@
+"""``neurodeploy bench``: the paper's Tables 1 and 2, re-measured on this toolkit.
+
+For every zoo model: accuracy and macro-F1 of both twins (from their cards, measured
+on the test split when they were trained), and, measured now on ``samples`` test
+inputs with the torch reference backend, the spiking twin's effective ACs and MACs per
+inference, priced with the paper's 45 nm model (AC 0.9 pJ, MAC 4.6 pJ), and the CNN
+twin's MACs x 4.6 pJ; the CNN/SNN ratio as Table 2. The paper's published CIFAR-10
+figures stand in adjacent columns, labelled ``paper_*``: they are the paper's, on
+another dataset, not ours.
+
+Outputs (in ``-o DIR``): bench.md, bench.csv, bench.json and accuracy_energy.png
+(accuracy against energy per inference, one point per model and twin, the Pareto
+front of lowest energy for the accuracy marked). Each model's row is cached in
+DIR/rows/NAME.json, so an interrupted bench resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .. import energy as en
+from .. import paper as paper_mod
+from .. import zoo
+from ..errors import NeurodeployError
+
+COLUMNS = ["model", "snn_acc", "snn_f1", "cnn_acc", "cnn_f1", "ac_m", "mac_m", "params_k", "snn_energy_mj",
+           "cnn_macs_m", "cnn_energy_mj", "cnn_over_snn", "paper_snn_acc", "paper_ac_m", "paper_mac_m",
+           "paper_params_k", "paper_snn_energy_mj", "paper_cnn_energy_mj", "paper_ratio"]
+
+
+def _paper_rows() -> dict:
+    t1 = {r["model"]: r for r in paper_mod.paper_tables(1) if r["dataset"] == "cifar10"}
+    t2 = {r["model"]: r for r in paper_mod.paper_tables(2) if r["dataset"] == "cifar10"}
+    return {m: (t1.get(m, {}), t2.get(m, {})) for m in set(t1) | set(t2)}
+
+
+def measure_model(name: str, dataset: str, samples: int, out_dir: Path, device="auto") -> dict:
+    from ..backends import torch as torch_backend
+    from ..data import load_tensors
+    from ..graph.export import export_checkpoint_model
+    from ..graph.io import write_graph
+    from .. import checkpoint
+    snn_path = zoo.checkpoint_path(name, "snn")
+    if not snn_path.exists():
+        raise NeurodeployError(f"the zoo has no trained {name} ({snn_path}); train it with "
+                               f"`neurodeploy train-zoo --models {name}`")
+    snn_card, cnn_card = zoo.read_card(name, "snn") or {}, zoo.read_card(name, "cnn") or {}
+    model = checkpoint.load(snn_path)
+    graph = export_checkpoint_model(model, snn_path)
+    write_graph(out_dir / "graphs" / f"{name}.nir", graph)
+    shape = model.card["input_shape"]
+    x, _ = load_tensors(dataset, "test", shape[-1], limit=samples)
+    counters = torch_backend.compile(graph, device=device).run(x.numpy()).counters
+    snn = en.price(counters, "cmos45nm")
+    cnn_macs = float(snn_card.get("cnn_macs") or en.cnn_twin_macs(counters))
+    cnn_j = en.cnn_energy(cnn_macs)
+    tot = counters.totals()
+    p1, p2 = _paper_rows().get(name, ({}, {}))
+    return {"model": name, "snn_acc": snn_card.get("test_accuracy"), "snn_f1": snn_card.get("test_macro_f1"),
+            "cnn_acc": cnn_card.get("test_accuracy"), "cnn_f1": cnn_card.get("test_macro_f1"),
+            "ac_m": tot["effective_acs"] / 1e6, "mac_m": tot["effective_macs"] / 1e6,
+            "params_k": snn_card.get("parameters", 0) / 1e3, "snn_energy_mj": snn.joules * 1e3,
+            "cnn_macs_m": cnn_macs / 1e6, "cnn_energy_mj": cnn_j * 1e3,
+            "cnn_over_snn": en.energy_ratio(cnn_j, snn.joules),
+            "paper_snn_acc": p1.get("acc"), "paper_ac_m": (p1.get("ac_k") or 0) / 1e3 or None,
+            "paper_mac_m": (p1.get("mac_k") or 0) / 1e3 or None, "paper_params_k": p1.get("params_k"),
+            "paper_snn_energy_mj": p1.get("energy_mj"), "paper_cnn_energy_mj": p2.get("cnn_energy_mj"),
+            "paper_ratio": p2.get("ratio"), "samples": int(counters.samples), "timesteps": counters.timesteps,
+            "dataset": dataset}
+
+
+def pareto_front(points):
+    """Indices of points not dominated (lower energy and higher accuracy is better)."""
+    front = []
+    for i, (e, a) in enumerate(points):
+        if not any((e2 <= e and a2 >= a) and (e2 < e or a2 > a) for j, (e2, a2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def plot(rows, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts, labels = [], []
+    for r in rows:
+        if r["snn_acc"] is not None:
+            pts.append((r["snn_energy_mj"], r["snn_acc"]))
+            labels.append((r["model"], "SNN"))
+        if r["cnn_acc"] is not None:
+            pts.append((r["cnn_energy_mj"], r["cnn_acc"]))
+            labels.append((r["model"], "CNN"))
+    front = set(pareto_front(pts))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, ((e, a), (m, kind)) in enumerate(zip(pts, labels)):
+        ax.scatter(e, a, marker="o" if kind == "SNN" else "s", c="tab:blue" if kind == "SNN" else "tab:orange",
+                   edgecolors="black" if i in front else "none", linewidths=1.5, s=60)
+        ax.annotate(f"{m} {kind}", (e, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    fp = sorted(pts[i] for i in front)
+    if fp:
+        ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=0.8, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (mJ, 45 nm model)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("accuracy vs energy: spiking (o) and CNN (s) twins")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def markdown(rows, dataset, samples) -> str:
+    head = ("| model | SNN acc | SNN F1 | CNN acc | ACs (M) | MACs (M) | params (k) | SNN mJ | CNN mJ | CNN/SNN "
+            "| paper SNN acc | paper ACs (M) | paper MACs (M) | paper params (k) | paper SNN mJ | paper CNN mJ "
+            "| paper ratio |")
+    lines = [f"# Tables 1 and 2 re-measured ({dataset}, counts on {samples} test samples)", "",
+             "Columns `paper ...` are the paper's published CIFAR-10 figures (arXiv 2602.09717), "
+             "not measurements of this toolkit. Energy: 45 nm model, AC 0.9 pJ, MAC 4.6 pJ.", "",
+             head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [r["model"], r["snn_acc"], r["snn_f1"], r["cnn_acc"], r["ac_m"], r["mac_m"], r["params_k"],
+                 r["snn_energy_mj"], r["cnn_energy_mj"], r["cnn_over_snn"], r["paper_snn_acc"], r["paper_ac_m"],
+                 r["paper_mac_m"], r["paper_params_k"], r["paper_snn_energy_mj"], r["paper_cnn_energy_mj"],
+                 r["paper_ratio"]]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(models, dataset, samples, out_dir, device="auto", progress=None) -> dict:
+    out_dir = Path(out_dir)
+    (out_dir / "rows").mkdir(parents=True, exist_ok=True)
+    names = models or list(zoo.RECIPES)
+    task = progress.add_task("bench", total=len(names), status="") if progress else None
+    rows = []
+    for name in names:
+        cache = out_dir / "rows" / f"{name}.json"
+        row = json.loads(cache.read_text()) if cache.exists() else None
+        if not row or row.get("samples") != samples or row.get("dataset") != dataset:
+            if progress:
+                progress.update(task, status=name)
+            row = measure_model(name, dataset, samples, out_dir, device)
+            cache.write_text(json.dumps(row, indent=2))
+        rows.append(row)
+        if progress:
+            progress.update(task, advance=1)
+    (out_dir / "bench.json").write_text(json.dumps({"dataset": dataset, "samples": samples, "rows": rows}, indent=2))
+    with open(out_dir / "bench.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    (out_dir / "bench.md").write_text(markdown(rows, dataset, samples))
+    plot(rows, out_dir / "accuracy_energy.png")
+    return {"dataset": dataset, "samples": samples, "rows": rows,
+            "files": {k: str(out_dir / v) for k, v in (("markdown", "bench.md"), ("csv", "bench.csv"),
+                                                       ("json", "bench.json"), ("plot", "accuracy_energy.png"))}}
+
+
+def paper_check() -> dict:
+    return {"table1_formula": paper_mod.paper_formula_check(), "table2_ratios": paper_mod.paper_ratio_check(),
+            "headline_saving": paper_mod.headline_saving()}
+
+
+def paper_check_markdown(report) -> str:
+    lines = ["# The paper's formula on the paper's own counts", "",
+             "| dataset | model | AC (k) | MAC (k) | published mJ | recomputed mJ | difference | reproduced |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["table1_formula"]:
+        lines.append(f"| {r.get('dataset')} | {r.get('model')} | {r.get('ac_k')} | {r.get('mac_k')} | "
+                     f"{r.get('published_mj')} | {_fmt(r.get('recomputed_mj'))} | "
+                     f"{_fmt(r.get('rel_diff'))} | {'yes' if r.get('reproduced') else 'NO'} |")
+    return "\n".join(lines) + "\n"
