@@ -231,9 +231,34 @@ class _Population(_Op):
             if t is not None and torch.isnan(t).any():
                 raise NeurodeployError(f"node {name} ({self.kind}) has NaN parameters; re-export the graph")
 
+    def _fast_scan(self, current):
+        """LIF/IF without a synaptic stage, in place: the same float operations in the
+        same order as dynamics.lif_scan (v = decay*v + gain*I + leak), fewer allocations.
+        A gain of exactly 1 and a leak of exactly 0 are skipped (x*1 = x, x+0 = x)."""
+        p = self.p
+        unit_gain = bool((p.gain == 1).all())
+        no_leak = bool((p.leak == 0).all())
+        zero_reset = bool((p.v_reset == 0).all())
+        v = torch.zeros_like(current[0])
+        out = torch.empty_like(current)
+        for t in range(current.shape[0]):
+            v.mul_(p.decay)
+            v.add_(current[t] if unit_gain else p.gain * current[t])
+            if not no_leak:
+                v.add_(p.leak)
+            fired = v > p.threshold
+            out[t] = fired
+            if zero_reset:
+                v.masked_fill_(fired, 0.0)
+            else:
+                v = torch.where(fired, p.v_reset.expand_as(v), v)
+        return out, {"v": v, "i": None}
+
     def scan(self, current, state=None):
         """current: (T, B, *shape) -> output (T, B, *shape); state carried for step-by-step runs."""
         p = self.p
+        if state is None and self.spiking and p.syn_decay is None and not current.requires_grad:
+            return self._fast_scan(current)
         v = state["v"] if state else torch.zeros_like(current[0])
         i_syn = state.get("i") if state else None
         if p.syn_decay is not None and i_syn is None:
@@ -344,7 +369,9 @@ class TorchProgram:
 
     # ------------------------------------------------------------------ running
     def run(self, inputs, timesteps: int | None = None, batch_size: int = 64, progress=None,
-            record_populations: bool = True) -> RunResult:
+            record_populations: bool = True, count: bool = True) -> RunResult:
+        """inputs: (N, *input) static or (T, N, *input) sequences. count=False skips the
+        counters (for pure speed); outputs are the same either way."""
         x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
         T = int(timesteps or self.conventions.timesteps or 1)
         shape = self.input_shape
@@ -369,8 +396,8 @@ class TorchProgram:
             for i in range(0, n, batch_size):
                 xb = (x[i:i + batch_size] if static else x[:, i:i + batch_size]).to(self.device)
                 b = xb.shape[0] if static else xb.shape[1]
-                out, pops = (self._run_layer_serial(xb, static, T, b, counters) if not self.back_edges
-                             else self._run_stepwise(xb, static, T, b, counters))
+                out, pops = (self._run_layer_serial(xb, static, T, b, counters if count else None)
+                             if not self.back_edges else self._run_stepwise(xb, static, T, b, counters))
                 outputs.append(out.cpu())
                 for k, v in pops.items():
                     pop_counts.setdefault(k, []).append(v.cpu())
@@ -437,14 +464,15 @@ class TorchProgram:
             if isinstance(op, _Population):
                 current = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
                 out, _ = op.scan(current)
-                pops[name] = self._count_population(op, current, out, counters, b)
+                if counters is not None:
+                    pops[name] = self._count_population(op, current, out, counters, b)
                 values[name] = (out.reshape(T * b, *out.shape[2:]), False)
             elif getattr(op, "kind", None) == "Delay":
                 seq = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
                 shifted = torch.cat([torch.zeros_like(seq[:op.steps]), seq[:T - op.steps]]) if op.steps else seq
                 values[name] = (shifted.reshape(T * b, *seq.shape[2:]), False)
             else:
-                if isinstance(op, _Projection):
+                if isinstance(op, _Projection) and counters is not None:
                     self._count_projection(op, x, s, T, counters)
                 try:
                     values[name] = (op.apply(x), s)

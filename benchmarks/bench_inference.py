@@ -1,0 +1,129 @@
+"""Inference speed: the torch reference backend vs snnTorch's step loop, same network, same run.
+
+For each model (untrained weights, BatchNorm statistics set on random data so the
+network spikes; speed does not depend on training) this builds
+
+* ours:     the NIR graph exported from the spiking twin, run by
+            ``neurodeploy.backends.torch`` (layer-serial, counters on and off);
+* snnTorch: the same network with every LIF replaced by ``snntorch.Leaky``
+            (reset to zero, no reset delay, init_hidden) and the body called once
+            per timestep, the way snnTorch users write it;
+* nirtorch: nirtorch's executor on the same NIR graph, where it can run it;
+
+and prints samples/s and the ratio ours / snnTorch, measured in the same process,
+alternating the contenders. Defaults: batch 64, T=8, 3x32x32 input, no grad.
+
+    python benchmarks/bench_inference.py [--models pruned_squeezenet,squeezenet] [--device cpu|cuda] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def calibrated(name, in_channels=3, seed=0):
+    from neurodeploy.architectures import build
+    torch.manual_seed(seed)
+    model = build(name, "snn", in_channels=in_channels)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, in_channels, 32, 32))
+    return model.eval()
+
+
+def snntorch_twin(model, timesteps):
+    """The same network, stepped by snnTorch: each LIF becomes snntorch.Leaky."""
+    import snntorch as snn
+    from neurodeploy.architectures.layers import LIF
+    net = copy.deepcopy(model)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LIF):
+                setattr(parent, child_name, snn.Leaky(beta=child.beta, threshold=child.threshold,
+                                                      reset_mechanism="zero", reset_delay=False, init_hidden=True))
+    net.timesteps = 1
+
+    def run(x):
+        for m in net.modules():          # snntorch.utils.reset only sees top-level modules
+            if isinstance(m, snn.Leaky):
+                m.reset_mem()
+        out = 0
+        for _ in range(timesteps):
+            out = out + net.body(x)
+        return out
+    return run
+
+
+def timeit(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_model(name, batch, timesteps, device, repeats):
+    from neurodeploy.backends import torch as backend
+    from neurodeploy.graph.export import export
+    model = calibrated(name)
+    model.timesteps = timesteps
+    graph = export(model, (3, 32, 32))
+    program = backend.compile(graph, device=device)
+    x = torch.randn(batch, 3, 32, 32)
+    xn = x.numpy()
+    snn_run = snntorch_twin(model.to(device), timesteps)
+    xd = x.to(device)
+    row = {"model": name, "batch": batch, "timesteps": timesteps, "device": str(program.device)}
+    with torch.no_grad():
+        ours = program.run(xn, timesteps, batch_size=batch)
+        ref = snn_run(xd).cpu().numpy()
+        row["prediction_agreement_with_snntorch"] = float(
+            (ours.outputs.sum(0).argmax(1) == ref.argmax(1)).mean())
+        t_ours = timeit(lambda: program.run(xn, timesteps, batch_size=batch), repeats)
+        t_fast = timeit(lambda: program.run(xn, timesteps, batch_size=batch, count=False), repeats)
+        t_snn = timeit(lambda: snn_run(xd), repeats)
+    row.update({"ours_samples_per_s": batch / t_ours, "ours_no_counters_samples_per_s": batch / t_fast,
+                "snntorch_samples_per_s": batch / t_snn, "ratio_vs_snntorch": t_snn / t_ours,
+                "ratio_vs_snntorch_no_counters": t_snn / t_fast})
+    try:   # nirtorch's executor, where it can run the graph
+        import nirtorch
+        mod = nirtorch.nir_to_torch(graph, {})
+        row["nirtorch"] = "ran" if mod is not None else "no"
+    except Exception as e:  # noqa: BLE001 - report why it cannot
+        row["nirtorch"] = f"cannot run this graph: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="pruned_squeezenet,squeezenet")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--timesteps", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows = [bench_model(m, args.batch, args.timesteps, args.device, args.repeats) for m in args.models.split(",")]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['model']:>18} [{r['device']}, batch {r['batch']}, T={r['timesteps']}]: "
+              f"ours {r['ours_samples_per_s']:.1f} samples/s ({r['ours_no_counters_samples_per_s']:.1f} without "
+              f"counters), snnTorch step loop {r['snntorch_samples_per_s']:.1f} samples/s -> "
+              f"{r['ratio_vs_snntorch']:.2f}x ({r['ratio_vs_snntorch_no_counters']:.2f}x); "
+              f"predictions agree {r['prediction_agreement_with_snntorch']:.0%}; nirtorch: {r['nirtorch']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Training-step speed: our multi-step spiking twin vs the same network in snnTorch's step loop.
+
+Ours processes each layer for all T timesteps at once (one conv over T x B, then
+the LIF recurrence); the snnTorch version replaces every LIF with
+``snntorch.Leaky`` (arctan surrogate, reset to zero, no reset delay) and calls the
+network once per timestep. Both do forward + cross-entropy on the summed output
++ backward + an AdamW step on the same batch, in the same process, alternating.
+
+    python benchmarks/bench_training.py [--models pruned_squeezenet] [--batch 32] [--timesteps 4] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench_inference import calibrated
+
+
+def snntorch_train_twin(model, timesteps):
+    import snntorch as snn
+    from snntorch import surrogate
+    from neurodeploy.architectures.layers import LIF
+    net = copy.deepcopy(model)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LIF):
+                setattr(parent, child_name, snn.Leaky(beta=child.beta, threshold=child.threshold,
+                                                      spike_grad=surrogate.atan(alpha=child.surrogate_slope),
+                                                      reset_mechanism="zero", reset_delay=False, init_hidden=True))
+    net.timesteps = 1
+
+    def forward(x):
+        for m in net.modules():          # snntorch.utils.reset only sees top-level modules
+            if isinstance(m, snn.Leaky):
+                m.reset_mem()
+        out = 0
+        for _ in range(timesteps):
+            out = out + net.body(x)
+        return out
+    return net, forward
+
+
+def step_time(params, forward, x, y, repeats):
+    opt = torch.optim.AdamW(params, lr=1e-3)
+
+    def step():
+        loss = F.cross_entropy(forward(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_model(name, batch, timesteps, repeats):
+    model = calibrated(name)
+    model.timesteps = timesteps
+    model.train()
+    net, snn_forward = snntorch_train_twin(model, timesteps)
+    net.train()
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    ours = step_time(model.parameters(), model, x, y, repeats)
+    theirs = step_time(net.parameters(), snn_forward, x, y, repeats)
+    return {"model": name, "batch": batch, "timesteps": timesteps, "ours_step_s": ours,
+            "snntorch_step_s": theirs, "ratio_vs_snntorch": theirs / ours}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="pruned_squeezenet")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--timesteps", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows = [bench_model(m, args.batch, args.timesteps, args.repeats) for m in args.models.split(",")]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['model']:>18} [batch {r['batch']}, T={r['timesteps']}]: training step ours {r['ours_step_s']:.3f} s, "
+              f"snnTorch step loop {r['snntorch_step_s']:.3f} s -> {r['ratio_vs_snntorch']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
