@@ -174,13 +174,12 @@ def train_zoo(models_: Optional[str] = typer.Option(None, "--models", help="Comm
     """Re-train the committed zoo on mnist5k with the recorded recipes (both twins of every model)."""
     from . import zoo
     from .architectures import check_name
-    from .train import TrainConfig, train as run_training
+    from .train import train as run_training
     names = [check_name(n) for n in _csv(models_)] or list(zoo.RECIPES)
     with progress_bar() as p:
         for name in names:
-            for twin in _csv(twins):
-                card = run_training(TrainConfig(model=name, twin=twin, device=device, **zoo.RECIPES[name][twin]),
-                                    zoo.zoo_dir() / name, progress=p)
+            for twin in [t for t in zoo.RECIPES[name] if t in _csv(twins)]:
+                card = run_training(zoo.recipe_config(name, twin, device=device), zoo.zoo_dir() / name, progress=p)
                 err.print(f"{name}/{twin}: test accuracy {card['test_accuracy']:.4f}")
 
 

@@ -53,6 +53,7 @@ class TrainConfig:
     surrogate_slope: float = 2.0
     arguments: dict = field(default_factory=dict)   # architecture extras, e.g. fires
     limit: int | None = None                         # train on the first N samples (quick runs, tests)
+    init_from: str | None = None                     # start from this checkpoint's weights (e.g. the CNN twin)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -105,6 +106,21 @@ def build_from_config(cfg: TrainConfig, num_classes: int, channels: int, size: i
                  timesteps=cfg.timesteps, **cfg.arguments)
 
 
+def _transfer_state(source: dict, model: TwinModel) -> dict:
+    """The model's state with every tensor of ``source`` whose name and shape fit.
+
+    This is how a spiking twin starts from its trained CNN twin (the paper's
+    CNN-to-SNN conversion, then surrogate-gradient fine-tuning): both twins come
+    from one definition, so their weights line up by name; layers that exist in
+    one twin only (squeeze-excitation) are skipped.
+    """
+    state = model.state_dict()
+    for k, v in source.items():
+        if k in state and state[k].shape == v.shape:
+            state[k] = v.clone()
+    return state
+
+
 def _split_train_val(n: int, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * fraction))
@@ -130,6 +146,8 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
 
     model = build_from_config(cfg, info.num_classes, info.channels, size).to(device)
+    if cfg.init_from and init_state is None:
+        init_state = _transfer_state(checkpoint.read(cfg.init_from)["state_dict"], model)
     if init_state is not None:
         model.load_state_dict(init_state)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,0 +1,53 @@
+"""The committed zoo: cards agree with their checkpoints, and trained graphs export exactly.
+
+Only models whose checkpoints are committed are checked (``neurodeploy models`` lists
+which); each test re-measures from the checkpoint rather than trusting the card.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neurodeploy import checkpoint, data, zoo
+from neurodeploy.architectures import ARCHITECTURES, count_parameters
+from neurodeploy.backends import torch as torch_backend
+from neurodeploy.graph.export import export_checkpoint_model
+from neurodeploy.graph.io import read_graph, write_graph
+from neurodeploy.train import evaluate
+
+PRESENT = [(n, t) for n in ARCHITECTURES for t in ("snn", "cnn") if zoo.checkpoint_path(n, t).exists()]
+
+
+def test_zoo_listing_matches_files():
+    rows = {r["name"]: r for r in zoo.listing()}
+    assert set(rows) == set(ARCHITECTURES)
+    for name, twin in PRESENT:
+        assert rows[name][f"{twin}_checkpoint"]
+        card = json.loads(zoo.checkpoint_path(name, twin).with_suffix(".json").read_text())
+        assert card["model"] == name and card["twin"] == twin and card["dataset"] == "mnist5k"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,twin", PRESENT)
+def test_card_accuracy_is_reproduced_from_the_checkpoint(name, twin):
+    model = checkpoint.load(zoo.checkpoint_path(name, twin))
+    x, y = data.load_tensors("mnist5k", "test", 32)
+    result = evaluate(model, x, y)
+    assert result["accuracy"] == pytest.approx(model.card["test_accuracy"], abs=1e-9)
+    assert result["macro_f1"] == pytest.approx(model.card["test_macro_f1"], abs=1e-9)
+    assert count_parameters(model) == model.card["parameters"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, t in PRESENT if t == "snn"])
+def test_trained_zoo_model_exports_bit_exactly(tmp_path, name):
+    path = zoo.checkpoint_path(name, "snn")
+    model = checkpoint.load(path)
+    write_graph(tmp_path / "g.nir", export_checkpoint_model(model, path))
+    x, _ = data.load_tensors("mnist5k", "test", 32, limit=48)
+    with torch.no_grad():
+        ref = model.forward_steps(x).numpy()
+    out = torch_backend.compile(read_graph(tmp_path / "g.nir"), device="cpu").run(x.numpy(), batch_size=48).outputs
+    assert ref.mean() > 0, "the trained network should produce output spikes"
+    assert np.array_equal(out, ref)
