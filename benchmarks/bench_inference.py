@@ -37,8 +37,8 @@ def calibrated(name, in_channels=3, seed=0):
     return model.eval()
 
 
-def snntorch_twin(model, timesteps):
-    """The same network, stepped by snnTorch: each LIF becomes snntorch.Leaky."""
+def with_leaky(model, **leaky_kwargs):
+    """A copy of the network with every LIF replaced by snntorch.Leaky (reset to zero, no delay)."""
     import snntorch as snn
     from neurodeploy.architectures.layers import LIF
     net = copy.deepcopy(model)
@@ -46,8 +46,15 @@ def snntorch_twin(model, timesteps):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, LIF):
                 setattr(parent, child_name, snn.Leaky(beta=child.beta, threshold=child.threshold,
-                                                      reset_mechanism="zero", reset_delay=False, init_hidden=True))
+                                                      reset_mechanism="zero", reset_delay=False, init_hidden=True,
+                                                      **leaky_kwargs))
     net.timesteps = 1
+    return net
+
+
+def step_loop(net, timesteps):
+    """snnTorch's way: call the network once per timestep, membranes held in the Leaky modules."""
+    import snntorch as snn
 
     def run(x):
         for m in net.modules():          # snntorch.utils.reset only sees top-level modules
@@ -58,6 +65,10 @@ def snntorch_twin(model, timesteps):
             out = out + net.body(x)
         return out
     return run
+
+
+def snntorch_twin(model, timesteps):
+    return step_loop(with_leaky(model), timesteps)
 
 
 def timeit(fn, repeats):

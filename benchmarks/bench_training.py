@@ -11,38 +11,20 @@ network once per timestep. Both do forward + cross-entropy on the summed output
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 
 import torch
 import torch.nn.functional as F
 
-from bench_inference import calibrated
+from bench_inference import calibrated, step_loop, with_leaky
 
 
 def snntorch_train_twin(model, timesteps):
-    import snntorch as snn
     from snntorch import surrogate
-    from neurodeploy.architectures.layers import LIF
-    net = copy.deepcopy(model)
-    for parent in list(net.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, LIF):
-                setattr(parent, child_name, snn.Leaky(beta=child.beta, threshold=child.threshold,
-                                                      spike_grad=surrogate.atan(alpha=child.surrogate_slope),
-                                                      reset_mechanism="zero", reset_delay=False, init_hidden=True))
-    net.timesteps = 1
-
-    def forward(x):
-        for m in net.modules():          # snntorch.utils.reset only sees top-level modules
-            if isinstance(m, snn.Leaky):
-                m.reset_mem()
-        out = 0
-        for _ in range(timesteps):
-            out = out + net.body(x)
-        return out
-    return net, forward
+    slope = model.lif_populations()[0].surrogate_slope
+    net = with_leaky(model, spike_grad=surrogate.atan(alpha=slope))
+    return net, step_loop(net, timesteps)
 
 
 def step_time(params, forward, x, y, repeats):

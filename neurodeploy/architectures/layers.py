@@ -274,8 +274,9 @@ class TwinModel(nn.Module):
         self.timesteps = timesteps if twin.spiking else 1
         self.arguments: dict = {}
 
-    def body(self, x):  # implemented by each family
-        raise NotImplementedError
+    def body(self, x):
+        """One pass through the layers, time folded into the batch (families set ``features``)."""
+        return self.features(x)
 
     def _set_time(self, batch):
         for m in self.modules():

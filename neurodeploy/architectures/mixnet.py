@@ -81,9 +81,6 @@ class MixNet(TwinModel):
                    nn.AvgPool2d(input_size // 8), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
-    def body(self, x):
-        return self.features(x)
-
 
 def mixnet(twin=Twin(), **kw):
     return MixNet(twin, **kw)

@@ -62,9 +62,6 @@ class MnasNet(TwinModel):
                    nn.AvgPool2d(input_size // 8), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
-    def body(self, x):
-        return self.features(x)
-
 
 def mnasnet(twin=Twin(), **kw):
     return MnasNet(twin, **kw)

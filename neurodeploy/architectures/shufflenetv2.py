@@ -68,9 +68,6 @@ class ShuffleNetV2(TwinModel):
                    nn.AvgPool2d(input_size // 8), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
-    def body(self, x):
-        return self.features(x)
-
 
 def shufflenetv2(twin=Twin(), **kw):
     return ShuffleNetV2(twin, **kw)

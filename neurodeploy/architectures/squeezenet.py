@@ -63,9 +63,6 @@ class SqueezeNet(TwinModel):
         layers += [twin.conv(cin, num_classes, 1, bn=False), twin.readout(), nn.AvgPool2d(final), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
-    def body(self, x):
-        return self.features(x)
-
 
 def squeezenet(twin=Twin(), **kw):
     return SqueezeNet(twin, **kw)

@@ -72,9 +72,6 @@ class Xception(TwinModel):
                    nn.AvgPool2d(input_size // 16), nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
-    def body(self, x):
-        return self.features(x)
-
 
 def xception(twin=Twin(), **kw):
     return Xception(twin, **kw)

@@ -344,7 +344,22 @@ class TorchProgram:
         self.order, self.back_edges = _toposort(self.nodes, self.edges)
         self.preds = {n: [s for s, d in self.edges if d == n] for n in self.nodes}
         self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
+        self.spike_fed = {name: self._fed_by_spikes(name) for name in self.nodes}
         self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).ravel())
+
+    def _fed_by_spikes(self, name, seen=()) -> bool:
+        """Every input of this node is spikes (0/1) by construction: spiking populations, or a Flatten of them."""
+        preds = self.preds[name]
+        if not preds or name in seen:
+            return False
+        for src in preds:
+            node = self.nodes[src]
+            if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)):
+                continue
+            if isinstance(node, nir.Flatten) and self._fed_by_spikes(src, seen + (name,)):
+                continue
+            return False
+        return True
 
     def _compile_node(self, name, node):
         if isinstance(node, PROJECTIONS):
@@ -418,11 +433,13 @@ class TorchProgram:
                 parameters=int(sum(int((t != 0).sum()) for t in (op.w, op.b) if t is not None)))
         fan = op.fanout(x.shape[1:])
         repeat = T if static else 1          # a static input is presented at every timestep
-        nonzero = (x != 0).to(fan.dtype)
-        c.effective_ops += float((nonzero * fan).sum()) * repeat
-        c.dense_ops += float(fan.sum()) * x.shape[0] * repeat
-        if c.binary_input and not bool(((x == 0) | (x == 1)).all()):
+        spike_fed = self.spike_fed[op.name]
+        if c.binary_input and not spike_fed and not bool(((x == 0) | (x == 1)).all()):
             c.binary_input = False
+        # per input position, how many samples/steps had a nonzero value there (spikes: their sum)
+        active = x.sum(0) if spike_fed else (x != 0).sum(0).to(fan.dtype)
+        c.effective_ops += float((active * fan).sum()) * repeat
+        c.dense_ops += float(fan.sum()) * x.shape[0] * repeat
 
     def _count_population(self, op: _Population, current, out, counters, b):
         c = counters.populations.get(op.name)

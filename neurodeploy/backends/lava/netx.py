@@ -52,6 +52,7 @@ REQUEST.json``; imports here stay Python 3.10 / numpy-only at module level).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -61,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 GROUP = "neurodeploy"
+BIAS_MAX = 4095 << 6          # netx: bias_mant (13-bit signed) << bias_exp 6
 
 
 def _error(msg):
@@ -87,8 +89,8 @@ def _write_str(group, key, value):
     group.create_dataset(key, (1,), "S10", [value.encode("ascii")])
 
 
-def _neuron(group, pop, name):
-    vth = np.unique(np.asarray(pop.vth_mant))
+def _neuron(group, pop, name, vth_mant=None):
+    vth = np.unique(np.asarray(pop.vth_mant if vth_mant is None else vth_mant))
     dv = np.unique(np.asarray(pop.dv))
     if vth.size != 1 or dv.size != 1:
         raise _error(f"population '{name}': netx's LIF takes one threshold and one decay per layer "
@@ -182,12 +184,13 @@ def prepare(graph):
 def write_netx(graph, path) -> dict:
     """Write ``graph`` (a chain after the passes) as a lava-dl netx HDF5 file; returns a summary."""
     import h5py
+    from . import fixed_point as fx
     from .plan import path_constant
 
     path = Path(path)
     g, plan, q, order = prepare(graph)
     by_target = {p.target: p for p in plan.paths}
-    warnings, layers, bias_report = [], [], {}
+    warnings, layers, bias_report, rescaled = [], [], {}, {}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".netx.part", dir=path.parent)
     os.close(fd)
@@ -235,8 +238,24 @@ def write_netx(graph, path) -> dict:
                 h = lay.create_group(str(idx))
                 const = path_constant(p)                       # float current from the biases
                 state = (pop.leak + pop.gain * np.broadcast_to(const, pop.shape)) * s
+                peak = float(np.max(np.abs(state))) if state.size else 0.0
+                vth_mant = pop.vth_mant
+                if peak > BIAS_MAX:
+                    # netx's bias is a 13-bit mantissa << 6: lower this population's scale by 2^k
+                    # (weights and threshold requantised, coarser than the Lava backend's)
+                    k = int(math.ceil(math.log2(peak / BIAS_MAX)))
+                    s2 = s / 2.0 ** k
+                    fold = float(pop.gain.flat[0]) * float(np.prod([o.scale for o in p.ops]))
+                    w, _, rep = fx.quantise_weights(op.weight * fold * s2 / 64.0, allow_exponent=False)
+                    w = w.astype(np.int64)
+                    vth_mant, _ = fx.threshold_mantissa(pop.threshold, s2)
+                    state = state / 2.0 ** k
+                    rescaled[name] = {"scale_divided_by": 2 ** k, "weights": rep}
+                    warnings.append(f"population '{name}': its bias ({peak:.0f} state units) exceeds netx's range "
+                                    f"({BIAS_MAX}: 13-bit mantissa << 6); its scale was divided by {2 ** k} and its "
+                                    "weights and threshold requantised (coarser than the Lava backend's)")
                 stored, eff = _bias_netx(state, pop.shape)
-                theta = float(pop.vth_mant.flat[0]) * 64.0
+                theta = float(vth_mant.flat[0]) * 64.0
                 err = float(np.max(np.abs(eff - state))) if state.size else 0.0
                 bias_report[name] = {"max_abs_error_state": err,
                                      "max_error_over_threshold": err / theta if theta else 0.0}
@@ -259,7 +278,11 @@ def write_netx(graph, path) -> dict:
                     h.create_dataset("outFeatures", data=np.int64(w.shape[0]))
                 if np.any(stored != 0):
                     h.create_dataset("bias", data=stored)
-                vth, dv = _neuron(h, pop, name)
+                # the Lava backend's finer bias (13-bit mantissa, 3-bit exponent), for diagnosis
+                if name not in rescaled:
+                    exact, _ = fx.quantise_bias(state)
+                    host.create_dataset(f"backend_bias/{name}", data=np.asarray(exact, np.int64))
+                vth, dv = _neuron(h, pop, name, vth_mant)
                 layers.append({"index": idx, "type": "conv" if op.kind == "conv" else "dense", "population": name,
                                "nir_node": op.node, "shape": list(pop.shape), "vThMant": vth, "vDecay": dv,
                                "weight_range": [int(w.min()), int(w.max())]})
@@ -284,7 +307,7 @@ def write_netx(graph, path) -> dict:
         raise
     readout = [op.nir_type for op in plan.readout[0].ops] if plan.readout else []
     return {
-        "path": str(path), "format": "lava-dl netx hdf5 (lava-dl 0.6.0 netx.hdf5.Network)",
+        "path": str(path), "netx_format": "lava-dl netx hdf5 (lava-dl 0.6.0 netx.hdf5.Network)",
         "layers": len(layers), "netx_layers": layers, "populations": order,
         "chain_nodes": len(g.nodes), "original_nodes": len(graph.nodes),
         "host_input": f"the first projection ({', '.join(op.nir_type for op in by_target[order[0]].ops) or 'identity'})"
@@ -292,7 +315,8 @@ def write_netx(graph, path) -> dict:
         "host_readout": (" -> ".join(readout) + " applied on the host to the last layer's spikes"
                          if readout else "none: the output is the last layer's spikes"),
         "run_with": "netx.hdf5.Network(path, reset_interval=T); Loihi2SimCfg(select_tag='fixed_pt')",
-        "bias_rounding": bias_report, "quantisation": q.report, "warnings": warnings,
+        "bias_rounding": bias_report, "rescaled_for_netx": rescaled, "quantisation": q.report,
+        "warnings": warnings,
     }
 
 
@@ -350,12 +374,15 @@ def apply_readout(netx_path, spikes: np.ndarray) -> np.ndarray:
     return y.reshape((T, N) + y.shape[1:]).astype(np.float32)
 
 
-def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, fast_conv: bool = True) -> dict:
+def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, fast_conv: bool = True,
+             backend_bias: bool = False) -> dict:
     """Load the file with lava-dl's ``netx.hdf5.Network`` in the Lava runtime and run static inputs
     ``x`` (N, *input_shape) for ``timesteps`` each (``reset_interval=T``, fixed_pt).
 
     Returns {"outputs": (T, N, *out) after the host readout, "spikes": {population: (T, N, *shape)},
     "seconds": ...}. ``fast_conv`` swaps lava's Conv model for the backend's bit-exact im2col one.
+    ``backend_bias`` (diagnosis only) replaces the hidden layers' netx biases (multiples of 64)
+    by the Lava backend's finer ones stored under ``neurodeploy/backend_bias``.
     """
     from . import _kill_group, ensure_runtime, worker_path_dir
     import subprocess
@@ -365,7 +392,18 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
     with tempfile.TemporaryDirectory(prefix="neurodeploy-netx-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "bias.npz", mant=mant, exp=exp)
+        extra = {}
+        if backend_bias:
+            import h5py
+            with h5py.File(netx_path, "r") as f:
+                pops = json.loads(f[GROUP]["populations"][()])
+                for i, p in enumerate(pops[1:], 1):
+                    if f"{GROUP}/backend_bias/{p}" in f:
+                        m, e = _split_bias(f[GROUP]["backend_bias"][p][()])
+                        extra[f"mant{i}"], extra[f"exp{i}"] = m, e
+        np.savez(tmp / "hidden.npz", **extra)
         req = {"netx": str(Path(netx_path).resolve()), "bias": str(tmp / "bias.npz"),
+               "hidden_bias": str(tmp / "hidden.npz"),
                "timesteps": int(timesteps), "out": str(tmp / "out.npz"), "fast_conv": bool(fast_conv)}
         (tmp / "request.json").write_text(json.dumps(req))
         env = dict(os.environ)
@@ -421,6 +459,11 @@ def _runtime_main(request_path: str) -> int:
         sink = RingBuffer(shape=layer.out.shape, buffer=total)
         layer.out.connect(sink.a_in)
         sinks.append(sink)
+    hidden = np.load(req["hidden_bias"]) if req.get("hidden_bias") else {}
+    for i, layer in enumerate(net.layers):
+        if f"mant{i}" in hidden:
+            layer.neuron.bias_mant.init = whc(hidden[f"mant{i}"]).astype(np.int32)
+            layer.neuron.bias_exp.init = whc(hidden[f"exp{i}"]).astype(np.int32)
     neuron = net.in_layer.neuron
     neuron.bias_mant.init = whc(mant[0]).astype(np.int32)
     neuron.bias_exp.init = whc(exp[0]).astype(np.int32)

@@ -1,0 +1,75 @@
+"""energy_report(): counts measured or loaded (and matched to their graph), the CNN twin beside them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neurodeploy import checkpoint
+from neurodeploy import energy as en
+from neurodeploy.errors import NeurodeployError
+from neurodeploy.graph.export import export, export_checkpoint_model
+from neurodeploy.graph.io import file_sha256, write_graph
+from neurodeploy.reports.energy_report import cnn_twin_macs_for, energy_report
+
+
+@pytest.fixture(scope="module")
+def graph_file(tiny_ckpt, tmp_path_factory):
+    net = checkpoint.load(tiny_ckpt)
+    return write_graph(tmp_path_factory.mktemp("er") / "g.nir", export_checkpoint_model(net, tiny_ckpt))
+
+
+def _inputs(n=4):
+    import torch
+    x = torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(0)).numpy()
+    return lambda g: (x, None)
+
+
+def test_measured_report(graph_file, tiny_ckpt):
+    rep = energy_report(graph_file, ["cmos45nm", "truenorth"], samples=4, device="cpu", inputs=_inputs())
+    assert rep["graph_sha256"] == file_sha256(graph_file) and rep["samples"] == 4 and rep["timesteps"] == 2
+    assert rep["cnn_macs_source"] == "CNN twin of mnasnet (architecture)"
+    assert rep["cnn_macs"] == checkpoint.read(tiny_ckpt)["card"]["cnn_macs"]
+    assert [t["target"] for t in rep["targets"]] == ["cmos45nm", "truenorth"]
+    for t in rep["targets"]:
+        assert t["energy_per_inference_j"] > 0
+        assert t["cnn_energy_j"] == pytest.approx(rep["cnn_macs"] * 4.6e-12)
+        assert "ratio_with_memory" in t["memory_aware"]
+
+
+def test_counts_file_roundtrip_and_refusals(graph_file, tmp_path):
+    from neurodeploy.backends import torch as tb
+    from neurodeploy.graph.io import read_graph
+    counters = tb.compile(read_graph(graph_file), device="cpu").run(_inputs()(None)[0]).counters
+    counters.graph_sha256 = file_sha256(graph_file)
+    good = tmp_path / "c.json"
+    good.write_text(json.dumps(counters.to_dict()))
+    rep = energy_report(graph_file, ["cmos45nm"], counts_file=good)
+    assert rep["counts"] == str(good)
+    assert rep["targets"][0]["energy_per_inference_j"] == pytest.approx(en.price(counters, "cmos45nm").joules)
+
+    d = counters.to_dict()
+    d["graph_sha256"] = None
+    (tmp_path / "nosha.json").write_text(json.dumps(d))
+    with pytest.raises(NeurodeployError, match="carry no graph_sha256"):
+        energy_report(graph_file, ["cmos45nm"], counts_file=tmp_path / "nosha.json")
+    d["graph_sha256"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(d))
+    with pytest.raises(NeurodeployError, match="counters belong to graph 000000000000"):
+        energy_report(graph_file, ["cmos45nm"], counts_file=tmp_path / "other.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(NeurodeployError, match="not a counters JSON"):
+        energy_report(graph_file, ["cmos45nm"], counts_file=tmp_path / "junk.json")
+    with pytest.raises(NeurodeployError):
+        energy_report(graph_file, ["nosuchtarget"], counts_file=good)
+
+
+def test_cnn_macs_fall_back_to_dense_ops_without_checkpoint(tiny_ckpt, tmp_path):
+    """A graph without a readable checkpoint prices the CNN side from the graph's dense ops."""
+    net = checkpoint.load(tiny_ckpt)
+    graph = export(net, (1, 16, 16))               # metadata, but no checkpoint recorded
+    from neurodeploy.backends.base import RunCounters, ProjectionCounts
+    counters = RunCounters(samples=2, timesteps=2, projections={"p": ProjectionCounts("Conv2d", dense_ops=400.0)})
+    macs, source = cnn_twin_macs_for(graph, counters)
+    assert source == "dense synaptic ops of the graph per timestep"
+    assert macs == en.cnn_twin_macs(counters)
