@@ -295,7 +295,12 @@ def _inputs(graph, dataset, input_file, samples, data_dir):
             x = np.load(input_file, allow_pickle=False)
         except Exception as e:
             raise NeurodeployError(f"{input_file}: not a .npy array ({type(e).__name__})") from e
-        return (x[:samples] if samples and x.ndim and x.shape[0] > samples else x), None
+        from .graph.metadata import conventions_of as _conv
+        shape = _conv(graph).input_shape
+        sequence = shape is not None and x.ndim == len(shape) + 2     # (T, N, ...): samples are axis 1
+        if samples:
+            x = x[:, :samples] if sequence else x[:samples]
+        return x, None
     from . import data
     conv = conventions_of(graph)
     shape = conv.input_shape

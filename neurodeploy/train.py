@@ -200,6 +200,10 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
             if progress:
                 progress.update(task, advance=1, status=f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} "
                                                          f"acc {correct / seen:.3f}")
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:   # a spiking twin's loss can stay finite while its weights are NaN (NaN never spikes)
+            raise NeurodeployError(f"training {cfg.model}/{cfg.twin} diverged: {len(bad)} weight tensors hold "
+                                   f"NaN/inf after epoch {epoch + 1} (first: {bad[0]}); lower --lr (now {cfg.lr})")
         val = evaluate(model, x_va, y_va, device=device)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "val_accuracy": val["accuracy"]})

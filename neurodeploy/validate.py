@@ -27,19 +27,34 @@ from .graph.metadata import conventions_of
 TARGET_NAMES = ("model", "torch", "lava", "lava-float", "onnx")
 
 
-def load_model_for_graph(graph, graph_path: Path):
-    """The torch network a graph of ours was exported from, checked by hash."""
+def find_checkpoint_for_graph(graph, graph_path=None) -> Path | None:
+    """The checkpoint a graph of ours names: at its recorded path, beside the graph, or in
+    the zoo, whichever has the recorded sha256. None when there is none (or no metadata)."""
     from . import checkpoint, zoo
     conv = conventions_of(graph)
     if not conv.from_metadata or not conv.checkpoint:
-        raise NeurodeployError(f"{graph_path}: the graph names no checkpoint, so target 'model' cannot be "
-                               "rebuilt (only graphs exported by neurodeploy can)")
-    candidates = [Path(conv.checkpoint), graph_path.parent / Path(conv.checkpoint).name]
+        return None
+    candidates = [Path(conv.checkpoint)]
+    if graph_path is not None:
+        candidates.append(Path(graph_path).parent / Path(conv.checkpoint).name)
     if conv.model:
         candidates.append(zoo.checkpoint_path(conv.model, "snn"))
     for c in candidates:
         if c.exists() and (conv.checkpoint_sha256 is None or checkpoint.sha256(c) == conv.checkpoint_sha256):
-            return checkpoint.load(c, timesteps=conv.timesteps)
+            return c
+    return None
+
+
+def load_model_for_graph(graph, graph_path: Path):
+    """The torch network a graph of ours was exported from, checked by hash."""
+    from . import checkpoint
+    conv = conventions_of(graph)
+    if not conv.from_metadata or not conv.checkpoint:
+        raise NeurodeployError(f"{graph_path}: the graph names no checkpoint, so target 'model' cannot be "
+                               "rebuilt (only graphs exported by neurodeploy can)")
+    found = find_checkpoint_for_graph(graph, graph_path)
+    if found is not None:
+        return checkpoint.load(found, timesteps=conv.timesteps)
     raise NeurodeployError(f"{graph_path}: the checkpoint it was exported from ({conv.checkpoint}, sha256 "
                            f"{(conv.checkpoint_sha256 or '?')[:12]}) was not found; pass a graph exported from "
                            "a checkpoint that is present")

@@ -93,9 +93,6 @@ def test_run_input_file_and_save_output(cli, graph_file, tmp_path, sequence):
     assert rep["predictions"] == out.sum(0).argmax(1).tolist()
 
 
-@pytest.mark.xfail(reason="BUG: cli._inputs applies --samples to axis 0 of the .npy, which is T (not N) for "
-                          "(T, N, ...) sequence inputs, so the run gets fewer timesteps instead of fewer samples",
-                   strict=True)
 def test_run_sequence_input_with_samples_limits_samples_not_timesteps(cli, graph_file, tmp_path):
     x = np.random.default_rng(0).random((4, 3, 1, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -271,6 +268,23 @@ def test_check_exit_status_fails_on_type_check(cli, tmp_path):
     res = cli("check", p, "--json")
     assert res.code == 1
     assert json.loads(res.stdout)["type_check"].startswith("failed")
+
+
+@pytest.mark.parametrize("case", ["not_hdf5", "missing", "unknown_target", "unknown_model", "garbage_ckpt"])
+def test_debug_shows_the_exception(cli, graph_file, tmp_path, case):
+    """Without --debug: one line; with --debug the exception propagates (a traceback)."""
+    bad = tmp_path / "bad.nir"
+    bad.write_text("x")
+    ck = tmp_path / "c.pt"
+    ck.write_bytes(b"garbage")
+    args = {"not_hdf5": ("check", bad), "missing": ("run", tmp_path / "none.nir"),
+            "unknown_target": ("validate", graph_file, "--targets", "torch,fpga"),
+            "unknown_model": ("export", "--model", "resnet"),
+            "garbage_ckpt": ("export", "--checkpoint", ck, "-o", tmp_path / "o.nir")}[case]
+    assert_one_line_error(cli(*args))
+    from neurodeploy.errors import NeurodeployError
+    with pytest.raises(NeurodeployError):
+        cli("--debug", *args)
 
 
 # ------------------------------------------------------------------ real processes

@@ -89,10 +89,6 @@ def test_nan_loss_raises_with_lr(tmp_path):
     assert not (tmp_path / "cnn.pt").exists()
 
 
-@pytest.mark.xfail(reason="BUG: train() only checks the loss; in the spiking twin NaN weights give NaN membranes "
-                          "that never cross the threshold, so the spike-count scores (and the loss) stay finite "
-                          "and a checkpoint full of NaN weights is saved as if training had succeeded",
-                   strict=True)
 def test_nan_weights_in_spiking_twin_are_detected(tmp_path):
     cfg = tiny_config("mnasnet", lr=0.0123)
     with pytest.raises(NeurodeployError, match="lr"):

@@ -133,6 +133,12 @@ def markdown(rows, dataset, samples) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _checkpoint_hashes(name: str) -> dict:
+    """What a cached row was measured from: re-measure when a twin is re-trained."""
+    from ..checkpoint import sha256
+    return {t: sha256(p) if (p := zoo.checkpoint_path(name, t)).exists() else None for t in ("snn", "cnn")}
+
+
 def run_bench(models, dataset, samples, out_dir, device="auto", progress=None) -> dict:
     out_dir = Path(out_dir)
     (out_dir / "rows").mkdir(parents=True, exist_ok=True)
@@ -142,10 +148,12 @@ def run_bench(models, dataset, samples, out_dir, device="auto", progress=None) -
     for name in names:
         cache = out_dir / "rows" / f"{name}.json"
         row = json.loads(cache.read_text()) if cache.exists() else None
-        if not row or row.get("samples") != samples or row.get("dataset") != dataset:
+        if not row or row.get("samples") != samples or row.get("dataset") != dataset \
+                or row.get("checkpoints") != _checkpoint_hashes(name):
             if progress:
                 progress.update(task, status=name)
             row = measure_model(name, dataset, samples, out_dir, device)
+            row["checkpoints"] = _checkpoint_hashes(name)
             cache.write_text(json.dumps(row, indent=2))
         rows.append(row)
         if progress:

@@ -19,19 +19,15 @@ from ..graph.io import file_sha256, read_graph
 from ..graph.metadata import conventions_of
 
 
-def cnn_twin_macs_for(graph, counters: RunCounters) -> tuple[float, str]:
+def cnn_twin_macs_for(graph, counters: RunCounters, graph_path=None) -> tuple[float, str]:
     conv = conventions_of(graph)
-    if conv.from_metadata and conv.model:
+    from ..validate import find_checkpoint_for_graph
+    found = find_checkpoint_for_graph(graph, graph_path)
+    if found is not None and conv.model:
         from ..architectures import build, count_macs
-        try:
-            from ..checkpoint import read
-            arguments = read(conv.checkpoint)["arguments"] if conv.checkpoint and Path(conv.checkpoint).exists() \
-                else None
-        except NeurodeployError:
-            arguments = None
-        if arguments:
-            cnn = build(conv.model, "cnn", **arguments)
-            return float(count_macs(cnn, tuple(conv.input_shape))), f"CNN twin of {conv.model} (architecture)"
+        from ..checkpoint import read
+        cnn = build(conv.model, "cnn", **read(found)["arguments"])
+        return float(count_macs(cnn, tuple(conv.input_shape))), f"CNN twin of {conv.model} (architecture)"
     return float(en.cnn_twin_macs(counters)), "dense synaptic ops of the graph per timestep"
 
 
@@ -56,7 +52,7 @@ def energy_report(file: Path, targets: list, dataset=None, samples=100, counts_f
         counters = run_target(backend if backend != "lava" else "lava", graph, file, x, None, 64, device).counters
         counters.graph_sha256 = sha
         source = f"measured on {backend}"
-    cnn_macs, cnn_source = cnn_twin_macs_for(graph, counters)
+    cnn_macs, cnn_source = cnn_twin_macs_for(graph, counters, file)
     cnn_j = en.cnn_energy(cnn_macs, "cmos45nm")
     rows = []
     for t in loaded:

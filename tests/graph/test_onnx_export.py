@@ -59,3 +59,17 @@ def test_cnn_twin_onnx_matches_torch(tmp_path):
     assert out.shape == (5, 10)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
+    from neurodeploy.errors import NeurodeployError
+
+    def half_written(model, args, f, **kw):
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("exporter crashed\nsecond line")
+
+    monkeypatch.setattr(torch.onnx, "export", half_written)
+    model = build("mnasnet", "cnn", num_classes=10, input_size=16, in_channels=1)
+    with pytest.raises(NeurodeployError, match="^ONNX export failed: RuntimeError: exporter crashed$"):
+        export_onnx(model, tmp_path / "c.onnx")
+    assert list(tmp_path.iterdir()) == []

@@ -91,3 +91,16 @@ def test_bench_paper_json(cli):
     missed = [(r["dataset"], r["model"]) for r in rep["table1_formula"] if not r["reproduced"]]
     assert sorted(missed) == [("cifar100", "mixnet"), ("tinyimagenet", "mixnet")]
     assert len(rep["table1_formula"]) == 18
+
+
+def test_cache_is_invalidated_when_the_checkpoint_changes(tiny_zoo, tmp_path, monkeypatch):
+    import shutil
+    from conftest import save_untrained
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo / "mixnet", zoo / "mixnet")
+    monkeypatch.setenv("NEURODEPLOY_ZOO", str(zoo))
+    first = run_bench(["mixnet"], "mnist5k", 4, tmp_path / "b", device="cpu")
+    assert first["rows"][0]["snn_acc"] == 0.25
+    save_untrained(zoo / "mixnet" / "snn.pt", "mixnet", seed=7, card_extra={"test_accuracy": 0.875})  # re-trained
+    again = run_bench(["mixnet"], "mnist5k", 4, tmp_path / "b", device="cpu")
+    assert again["rows"][0]["snn_acc"] == 0.875

@@ -73,3 +73,19 @@ def test_cnn_macs_fall_back_to_dense_ops_without_checkpoint(tiny_ckpt, tmp_path)
     macs, source = cnn_twin_macs_for(graph, counters)
     assert source == "dense synaptic ops of the graph per timestep"
     assert macs == en.cnn_twin_macs(counters)
+
+
+def test_cnn_macs_for_graph_moved_with_its_checkpoint(tmp_path):
+    import shutil
+    from conftest import save_untrained
+    from neurodeploy.graph.io import read_graph
+    from neurodeploy.validate import load_model_for_graph
+    ck = save_untrained(tmp_path / "a" / "snn.pt", "mnasnet")
+    net = checkpoint.load(ck)
+    write_graph(tmp_path / "a" / "g.nir", export_checkpoint_model(net, ck))
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    moved = tmp_path / "b" / "g.nir"
+    assert load_model_for_graph(read_graph(moved), moved) is not None      # validate finds it beside the graph
+    rep = energy_report(moved, ["cmos45nm"], samples=2, device="cpu", inputs=_inputs(2))
+    assert rep["cnn_macs_source"] == "CNN twin of mnasnet (architecture)"
+    assert rep["cnn_macs"] == checkpoint.read(tmp_path / "b" / "snn.pt")["card"]["cnn_macs"]

@@ -39,7 +39,10 @@ What stays on the host (netx has no form for it, documented in the summary):
 Known difference from ``backends.lava`` (fixed): netx fixes ``bias_exp = 6``, so a
 hidden layer's constant bias is rounded to a multiple of 64 state units (one
 weight step) instead of the backend's finer 13-bit mantissa / 3-bit exponent; the
-summary reports the largest rounding relative to the threshold. A dense layer whose
+summary reports the largest rounding relative to the threshold (``bias_rounding``). A
+bias beyond netx's range (4095 << 6 state units; the backend's goes to 4095 << 7) makes
+the writer divide that population's scale by a power of two and requantise its weights
+and threshold (``rescaled_for_netx`` and ``warnings`` say which). A dense layer whose
 quantiser picked a weight exponent other than 0 (a threshold-limited scale) cannot be
 expressed either (netx reads integer weights); such layers are reported in
 ``warnings`` and stored rounded.
@@ -148,12 +151,13 @@ def _load_op(group):
 def prepare(graph):
     """Chain passes + plan + fixed-point quantisation: (chain graph, plan, Quantised, populations in order)."""
     from ...graph.metadata import conventions_of
+    from ...graph.check import is_chain
     from ...graph.passes import chain_passes
     from .compiler import Quantised
     from .plan import PlanError, build_plan
 
     g = chain_passes(graph)
-    bad = chain_violation(g)
+    bad = None if is_chain(g) else chain_violation(g)
     if bad is not None:
         raise _error(f"lava-dl netx loads chains only; node '{bad[0]}' has {bad[1]} "
                      "(after merging parallel projections and folding pooling)")
@@ -375,7 +379,7 @@ def apply_readout(netx_path, spikes: np.ndarray) -> np.ndarray:
 
 
 def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, fast_conv: bool = True,
-             backend_bias: bool = False) -> dict:
+             backend_bias: bool = False, record_all: bool = True) -> dict:
     """Load the file with lava-dl's ``netx.hdf5.Network`` in the Lava runtime and run static inputs
     ``x`` (N, *input_shape) for ``timesteps`` each (``reset_interval=T``, fixed_pt).
 
@@ -383,6 +387,9 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
     "seconds": ...}. ``fast_conv`` swaps lava's Conv model for the backend's bit-exact im2col one.
     ``backend_bias`` (diagnosis only) replaces the hidden layers' netx biases (multiples of 64)
     by the Lava backend's finer ones stored under ``neurodeploy/backend_bias``.
+    ``record_all=False`` records only the last layer: reading a big layer's spike buffer
+    back through Lava's Var.get is slow (~110 s for the pruned SqueezeNet's layers at
+    32x32, 2 samples x 4 steps, against ~7 s of simulation).
     """
     from . import _kill_group, ensure_runtime, worker_path_dir
     import subprocess
@@ -403,7 +410,7 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
                         extra[f"mant{i}"], extra[f"exp{i}"] = m, e
         np.savez(tmp / "hidden.npz", **extra)
         req = {"netx": str(Path(netx_path).resolve()), "bias": str(tmp / "bias.npz"),
-               "hidden_bias": str(tmp / "hidden.npz"),
+               "hidden_bias": str(tmp / "hidden.npz"), "record_all": bool(record_all),
                "timesteps": int(timesteps), "out": str(tmp / "out.npz"), "fast_conv": bool(fast_conv)}
         (tmp / "request.json").write_text(json.dumps(req))
         env = dict(os.environ)
@@ -429,7 +436,7 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
         import h5py
         with h5py.File(netx_path, "r") as f:
             pops = json.loads(f[GROUP]["populations"][()])
-        spikes = {p: data[f"layer{i}"] for i, p in enumerate(pops)}
+        spikes = {p: data[f"layer{i}"] for i, p in enumerate(pops) if f"layer{i}" in data}
     result["spikes"] = spikes
     result["outputs"] = apply_readout(netx_path, spikes[pops[-1]])
     return result
@@ -455,7 +462,10 @@ def _runtime_main(request_path: str) -> int:
     depth = len(net.layers) - 1
     total = n * T + depth
     sinks = []
-    for layer in net.layers:
+    for i, layer in enumerate(net.layers):
+        if not req.get("record_all", True) and i < depth:
+            sinks.append(None)
+            continue
         sink = RingBuffer(shape=layer.out.shape, buffer=total)
         layer.out.connect(sink.a_in)
         sinks.append(sink)
@@ -485,13 +495,17 @@ def _runtime_main(request_path: str) -> int:
     t2 = time.perf_counter()
     out = {}
     for i, sink in enumerate(sinks):
+        if sink is None:
+            continue
         d = np.asarray(sink.data.get())                  # (W, H, C | F, total)
         d = np.moveaxis(d, -1, 0)                        # (total, W, H, C)
         d = np.transpose(d, (0,) + tuple(range(d.ndim - 1, 0, -1)))   # (total, C, H, W)
         d = d[i:i + n * T].reshape((n, T) + d.shape[1:]).swapaxes(0, 1)   # layer i lags i steps
         out[f"layer{i}"] = (d != 0).astype(np.int8)
+    t3 = time.perf_counter()
     net.stop()
-    result = {"seconds": {"setup_and_first_sample": t1 - t0, "run": t2 - t1, "total": time.perf_counter() - t0},
+    result = {"seconds": {"setup_and_first_sample": t1 - t0, "run": t2 - t1, "read": t3 - t2,
+                          "stop": time.perf_counter() - t3, "total": time.perf_counter() - t0},
               "layers": len(net.layers), "steps": total, "netx_table": str(net)}
     np.savez(req["out"], result=json.dumps(result), **out)
     return 0
