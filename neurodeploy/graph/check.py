@@ -119,10 +119,16 @@ def target_support(graph: nir.NIRGraph) -> dict:
     bad = sorted({type(n).__name__ for n in nodes.values() if not isinstance(n, LAVA_TYPES)})
     out["lava"] = {"ok": not bad, "why": (f"no Lava mapping for: {', '.join(bad)}" if bad
                                          else "populations and projections map to Lava processes")}
-    chain = is_chain(graph)
+    from .passes import chain_passes
+    try:
+        lowered = chain_passes(graph)
+        chain = is_chain(lowered)
+    except Exception:  # noqa: BLE001 - a pass that cannot apply means: not a chain for netx
+        chain = False
     out["netx"] = {"ok": chain and not bad,
-                   "why": "a chain of supported layers" if chain and not bad
-                   else "lava-dl netx loads chains only; this graph has fan-in/fan-out" if not chain
+                   "why": "a chain of supported layers once parallel projections are merged and pooling folded"
+                   if chain and not bad
+                   else "lava-dl netx loads chains only; this graph keeps fan-in/fan-out after merging" if not chain
                    else out["lava"]["why"]}
     return out
 
