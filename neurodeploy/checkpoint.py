@@ -16,34 +16,23 @@ can read it without torch.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .architectures import Twin, TwinModel, build
 from .errors import NeurodeployError
+from .fsutil import atomic_output
+from .graph.io import file_sha256 as sha256  # noqa: F401 - the checkpoint's identity in graph metadata
 
 FORMAT = "neurodeploy-checkpoint/1"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save(path, model: TwinModel, card: dict, extra: dict | None = None) -> Path:
@@ -91,7 +80,3 @@ def load(path, device="cpu", timesteps: int | None = None) -> TwinModel:
     model.card = payload.get("card", {})
     model.checkpoint_path = str(path)
     return model.to(device).eval()
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

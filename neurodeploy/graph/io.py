@@ -12,14 +12,13 @@ convolutions; graphs without them read with type checking on.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import nir
 
 from ..errors import NeurodeployError
+from ..fsutil import atomic_output
 
 
 def file_sha256(path) -> str:
@@ -54,17 +53,6 @@ def read_graph(path) -> nir.NIRGraph:
 
 def write_graph(path, graph: nir.NIRGraph) -> Path:
     """Write atomically: a temporary file in the same folder, renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".nir.part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".nir.part") as tmp:
         nir.write(tmp, graph)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; a written graph is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
