@@ -142,7 +142,9 @@ def _checkpoint_hashes(name: str) -> dict:
 def run_bench(models, dataset, samples, out_dir, device="auto", progress=None) -> dict:
     out_dir = Path(out_dir)
     (out_dir / "rows").mkdir(parents=True, exist_ok=True)
-    names = models or list(zoo.RECIPES)
+    # By default every zoo model that has a trained spiking checkpoint; models named explicitly must have one.
+    names = models or [n for n in zoo.RECIPES if zoo.checkpoint_path(n, "snn").exists()]
+    skipped = [] if models else [n for n in zoo.RECIPES if n not in names]
     task = progress.add_task("bench", total=len(names), status="") if progress else None
     rows = []
     for name in names:
@@ -165,7 +167,7 @@ def run_bench(models, dataset, samples, out_dir, device="auto", progress=None) -
         w.writerows(rows)
     (out_dir / "bench.md").write_text(markdown(rows, dataset, samples))
     plot(rows, out_dir / "accuracy_energy.png")
-    return {"dataset": dataset, "samples": samples, "rows": rows,
+    return {"dataset": dataset, "samples": samples, "rows": rows, "skipped_untrained": skipped,
             "files": {k: str(out_dir / v) for k, v in (("markdown", "bench.md"), ("csv", "bench.csv"),
                                                        ("json", "bench.json"), ("plot", "accuracy_energy.png"))}}
 
