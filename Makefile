@@ -29,7 +29,7 @@ demo: lava
 	$(ND) export --model pruned_squeezenet -o $(OUT)/pruned_squeezenet.nir
 	$(ND) check $(OUT)/pruned_squeezenet.nir
 	$(ND) validate $(OUT)/pruned_squeezenet.nir --targets model,torch --samples 200 --min-agreement 1.0
-	$(ND) validate $(OUT)/pruned_squeezenet.nir --targets torch,lava --samples 20
+	$(ND) validate $(OUT)/pruned_squeezenet.nir --targets torch,lava --samples 8
 	$(ND) energy $(OUT)/pruned_squeezenet.nir --targets cmos45nm,loihi,truenorth,spinnaker2 --samples 200
 
 test: lava
