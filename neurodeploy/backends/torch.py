@@ -134,13 +134,11 @@ class _Projection(_Op):
             self.f = lambda x, w, b: x * w
         elif isinstance(n, (nir.SumPool2d, nir.AvgPool2d)):
             k, s, p = _pair(n.kernel_size), _pair(n.stride), _pair(n.padding)
-            scale = 1.0 if isinstance(n, nir.SumPool2d) else None
             self.w, self.b = None, None
             if isinstance(n, nir.AvgPool2d):
                 self.f = lambda x, w, b: F.avg_pool2d(x, k, s, p)
             else:   # sum pooling: average pooling times the window size (exact for power-of-two windows)
                 self.f = lambda x, w, b: F.avg_pool2d(x, k, s, p, divisor_override=1)
-            del scale
         for t in (self.w, self.b):
             if t is not None and not torch.isfinite(t).all():
                 raise NeurodeployError(f"node {name} ({self.kind}) has NaN or infinite weights; "

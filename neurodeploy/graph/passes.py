@@ -36,7 +36,6 @@ Tests compare spikes on the torch backend before and after each pass.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Tuple
 
 import nir

@@ -195,10 +195,8 @@ def write_netx(graph, path) -> dict:
     g, plan, q, order = prepare(graph)
     by_target = {p.target: p for p in plan.paths}
     warnings, layers, bias_report, rescaled = [], [], {}, {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".netx.part", dir=path.parent)
-    os.close(fd)
-    try:
+    from ...fsutil import atomic_output
+    with atomic_output(path, suffix=".netx.part") as tmp:
         with h5py.File(tmp, "w") as f:
             lay = f.create_group("layer")
             host = f.create_group(GROUP)
@@ -302,13 +300,6 @@ def write_netx(graph, path) -> dict:
                                                              for k, v in meta.items()}))
             host.create_dataset("layers", data=json.dumps(layers))
             host.create_dataset("populations", data=json.dumps(order))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     readout = [op.nir_type for op in plan.readout[0].ops] if plan.readout else []
     return {
         "path": str(path), "netx_format": "lava-dl netx hdf5 (lava-dl 0.6.0 netx.hdf5.Network)",
