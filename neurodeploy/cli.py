@@ -453,7 +453,7 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
                  f"{t['cnn_over_snn']:.2f}x", f"{t['memory_aware']['ratio_with_memory']:.2f}x"]
                 for t in o["targets"]]
         _table(f"energy per inference, {o['samples']} samples of {o['dataset']} ({o['backend']} counts)",
-               ["target", "SNN (mJ)", "CNN twin @45nm (mJ)", "CNN/SNN", "CNN/SNN with memory"], rows)
+               ["target", "SNN (mJ)", "CNN twin @45nm (mJ)", "CNN/SNN", "CNN/SNN at 45 nm with memory (Lemaire)"], rows)
         tot = o["counts_per_sample"]
         out.print(f"per sample: {tot['effective_acs'] / 1e6:.3f} M ACs, {tot['effective_macs'] / 1e6:.3f} M MACs, "
                   f"{tot['spikes']:.0f} spikes; CNN twin {o['cnn_macs'] / 1e6:.3f} M MACs")
