@@ -137,12 +137,15 @@ def worker_path_dir(tmp: Path) -> Path:
     return d
 
 
-def _run_worker(python: Path, request: Path, timeout: float) -> None:
+def _run_worker(python: Path, request: Path, timeout: float, module: str = "neurodeploy.backends.lava.worker",
+                what: str = "the Lava worker", failed: str = "Lava run failed") -> None:
+    """Run ``python -m module request`` in the Lava runtime, in its own process group;
+    a timeout, Ctrl-C or failure kills the whole group and becomes one NeurodeployError line."""
     env = dict(os.environ)
     root = str(worker_path_dir(request.parent))
     env["PYTHONPATH"] = root   # nothing of the main environment's path
     env.pop("PYTHONHOME", None)
-    cmd = [str(python), "-m", "neurodeploy.backends.lava.worker", str(request)]
+    cmd = [str(python), "-m", module, str(request)]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env, cwd=root, start_new_session=True)
@@ -154,7 +157,7 @@ def _run_worker(python: Path, request: Path, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         proc.communicate()
-        raise NeurodeployError(f"the Lava worker did not finish within {timeout:.0f} s (killed)") from None
+        raise NeurodeployError(f"{what} did not finish within {timeout:.0f} s (killed)") from None
     except BaseException:   # Ctrl-C: take the worker and Lava's children down, then go on
         _kill_group(proc)
         proc.communicate()
@@ -169,7 +172,7 @@ def _run_worker(python: Path, request: Path, timeout: float) -> None:
         if "ModuleNotFoundError" in last or "ImportError" in last:
             last += (f" (the Lava runtime at {runtime_path()} looks broken: delete it and run "
                      "`neurodeploy setup lava`)")
-        raise NeurodeployError(f"Lava run failed: {last}")
+        raise NeurodeployError(f"{failed}: {last}")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -382,8 +382,7 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
     back through Lava's Var.get is slow (~110 s for the pruned SqueezeNet's layers at
     32x32, 2 samples x 4 steps, against ~7 s of simulation).
     """
-    from . import _kill_group, ensure_runtime, worker_path_dir
-    import subprocess
+    from . import _run_worker, ensure_runtime
 
     python = ensure_runtime()
     mant, exp, _ = input_bias(netx_path, x)
@@ -404,24 +403,8 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
                "hidden_bias": str(tmp / "hidden.npz"), "record_all": bool(record_all),
                "timesteps": int(timesteps), "out": str(tmp / "out.npz"), "fast_conv": bool(fast_conv)}
         (tmp / "request.json").write_text(json.dumps(req))
-        env = dict(os.environ)
-        root = str(worker_path_dir(tmp))
-        env["PYTHONPATH"] = root
-        env.pop("PYTHONHOME", None)
-        proc = subprocess.Popen([str(python), "-m", "neurodeploy.backends.lava.netx", str(tmp / "request.json")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root,
-                                start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            raise _error(f"the netx run did not finish within {timeout:.0f} s (killed)") from None
-        finally:
-            _kill_group(proc)
-        if proc.returncode != 0:
-            lines = [l for l in err.strip().splitlines() if l.strip()]
-            raise _error(f"netx run failed: {lines[-1] if lines else proc.returncode}")
+        _run_worker(python, tmp / "request.json", timeout, module="neurodeploy.backends.lava.netx",
+                    what="the netx run", failed="netx run failed")
         data = np.load(tmp / "out.npz")
         result = json.loads(data["result"].item())
         import h5py
