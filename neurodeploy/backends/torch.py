@@ -154,13 +154,55 @@ class _Projection(_Op):
                 self.rows = torch.nonzero(live).flatten()
                 self.w_live, self.b_live = self.w[self.rows].contiguous(), self.b[self.rows].contiguous()
 
-    def apply(self, x):
+        self.layout = "nchw"
+
+    def use_channels_last(self):
+        """Run this Conv2d on channels-last tensors (CPU, spike-fed projections only).
+
+        On CPUs, PyTorch's NCHW kernels for 1x1, depthwise and small convolutions
+        and for pooling are several times slower than their channels-last (NHWC)
+        ones, and a 1x1 conv on NHWC data is one matrix product,
+        (N*H*W, C_in) @ (C_in, C_out). The summation order changes, so this is
+        used only where the program knows the inputs are spikes: sums of
+        exact-grid weights over binary inputs are exact in any order (see
+        ``layers.snap_to_exact_grid``), and for other graphs the result is the same
+        sum to float32 rounding.
+        """
+        if self.kind != "Conv2d":
+            return
+        a = self.args
+        w, b = (self.w_live, self.b_live) if self.rows is not None else (self.w, self.b)
+        if (tuple(w.shape[2:]) == (1, 1) and a["stride"] == (1, 1) and a["padding"] == (0, 0)
+                and a["groups"] == 1):
+            self.layout = "matmul"
+            self.w_mat = w.reshape(w.shape[0], -1).t().contiguous()     # (C_in, C_out)
+            self.b_mat = b.contiguous()
+        else:
+            self.layout = "channels_last"
+            cl = torch.channels_last
+            self.w_cl = w.contiguous(memory_format=cl)
+            if self.rows is not None:
+                self.w_live = self.w_cl
+            else:
+                self.w = self.w_cl
+
+    def live_rows(self, x):
+        """The output rows this projection can make nonzero, (y_live, rows): all rows
+        (rows = None) unless it writes a slice of its target (a concatenation branch)."""
+        if self.layout == "matmul":
+            n, c, h, w = x.shape
+            flat = x.permute(0, 2, 3, 1).reshape(n * h * w, c)    # a view when x is channels-last
+            y = torch.addmm(self.b_mat, flat, self.w_mat)
+            return y.view(n, h, w, -1).permute(0, 3, 1, 2), self.rows   # channels-last memory
+        if self.layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.rows is None:
-            return self.f(x, self.w, self.b)
-        y_live = self.f(x, self.w_live, self.b_live)
-        y = y_live.new_zeros((y_live.shape[0], self.w.shape[0]) + tuple(y_live.shape[2:]))
-        y[:, self.rows] = y_live
-        return y
+            return self.f(x, self.w, self.b), None
+        return self.f(x, self.w_live, self.b_live), self.rows
+
+    def apply(self, x):
+        y, rows = self.live_rows(x)
+        return y if rows is None else _place_rows([(y, rows)], self.w.shape[0])
 
     def fanout(self, in_shape) -> torch.Tensor:
         """Synaptic targets with a nonzero weight for each input element (per-sample shape)."""
@@ -176,6 +218,16 @@ class _Projection(_Op):
                 y.sum().backward()
             self._fanout[key] = x.grad[0].detach()
         return self._fanout[key]
+
+
+def _param_like(a: torch.Tensor, v: torch.Tensor):
+    """A per-neuron parameter for elementwise ops on the state v (B, *shape): a Python
+    float when uniform (float32 value, exactly), else laid out as v is (channels-last)."""
+    if bool((a == a.reshape(-1)[0]).all()):
+        return float(a.reshape(-1)[0])
+    if _channels_last(v) and a.dim() == 3:
+        return a.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    return a
 
 
 class _Flatten(_Op):
@@ -232,24 +284,27 @@ class _Population(_Op):
     def _fast_scan(self, current):
         """LIF/IF without a synaptic stage, in place: the same float operations in the
         same order as dynamics.lif_scan (v = decay*v + gain*I + leak), fewer allocations.
-        A gain of exactly 1 and a leak of exactly 0 are skipped (x*1 = x, x+0 = x)."""
+        A gain of exactly 1 and a leak of exactly 0 are skipped (x*1 = x, x+0 = x).
+        Parameters shared by the whole population become scalars, others take the
+        state's memory layout: elementwise kernels over mixed layouts are not vectorised."""
         p = self.p
         unit_gain = bool((p.gain == 1).all())
         no_leak = bool((p.leak == 0).all())
         zero_reset = bool((p.v_reset == 0).all())
         v = torch.zeros_like(current[0])
+        decay, gain, leak, threshold = (_param_like(a, v) for a in (p.decay, p.gain, p.leak, p.threshold))
         out = torch.empty_like(current)
         for t in range(current.shape[0]):
-            v.mul_(p.decay)
-            v.add_(current[t] if unit_gain else p.gain * current[t])
+            v.mul_(decay)
+            v.add_(current[t] if unit_gain else gain * current[t])
             if not no_leak:
-                v.add_(p.leak)
-            fired = v > p.threshold
-            out[t] = fired
+                v.add_(leak)
+            fired = out[t]
+            torch.gt(v, threshold, out=fired)             # spikes as 0.0 / 1.0 straight into the output
             if zero_reset:
-                v.masked_fill_(fired, 0.0)
+                v.addcmul_(v, fired, value=-1.0)          # v - v*s: exactly 0 where s = 1, v where s = 0
             else:
-                v = torch.where(fired, p.v_reset.expand_as(v), v)
+                v = torch.where(fired > 0, p.v_reset.expand_as(v), v)
         return out, {"v": v, "i": None}
 
     def scan(self, current, state=None):
@@ -319,6 +374,59 @@ def _toposort(nodes, edges):
     return order[::-1], back
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _as_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> an (N, M) view in memory order (NHWC for channels-last x); a copy only when neither."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1) if _channels_last(x) else x.reshape(x.shape[0], -1)
+
+
+def _sum_over_batch(x: torch.Tensor) -> torch.Tensor:
+    """x.sum(0) as one matrix-vector product: on CPU a reduction over the outermost
+    axis is several times slower than BLAS's gemv. Exact for spike counts (< 2^24)."""
+    col = _as_matrix(x).t() @ torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    if _channels_last(x):
+        return col.view(x.shape[2], x.shape[3], x.shape[1]).permute(2, 0, 1)
+    return col.view(x.shape[1:])
+
+
+def _sum_per_row(x: torch.Tensor) -> torch.Tensor:
+    """x.reshape(N, -1).sum(1) without copying a channels-last x (gemv)."""
+    m = _as_matrix(x)
+    return m @ torch.ones(m.shape[1], dtype=x.dtype, device=x.device)
+
+
+def _place_rows(parts, channels: int) -> torch.Tensor:
+    """Sum row-sliced projection outputs [(y_live, rows)] into one (N, channels, ...) tensor."""
+    y0 = parts[0][0]
+    fmt = torch.channels_last if _channels_last(y0) else torch.contiguous_format
+    out = torch.empty((y0.shape[0], channels) + tuple(y0.shape[2:]), dtype=y0.dtype, device=y0.device,
+                      memory_format=fmt).zero_()
+    for y, rows in parts:
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo == len(rows):                       # a contiguous slice (concatenation)
+            out[:, lo:hi].add_(y)
+        else:
+            out.index_add_(1, rows, y)
+    return out
+
+
+class _Rows:
+    """A projection's output kept as its live rows until the fan-in sums it (see _gather)."""
+
+    def __init__(self, y, rows, channels):
+        self.y, self.rows, self.channels = y, rows, channels
+
+    @property
+    def shape(self):
+        return (self.y.shape[0], self.channels) + tuple(self.y.shape[2:])
+
+    def full(self):
+        return _place_rows([(self.y, self.rows)], self.channels)
+
+
 class TorchProgram:
     """A compiled NIR graph. ``run(inputs, timesteps)`` -> RunResult."""
 
@@ -343,6 +451,10 @@ class TorchProgram:
         self.preds = {n: [s for s, d in self.edges if d == n] for n in self.nodes}
         self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
         self.spike_fed = {name: self._fed_by_spikes(name) for name in self.nodes}
+        if self.device.type == "cpu":
+            for name, op in self.ops.items():
+                if isinstance(op, _Projection) and self.spike_fed[name]:
+                    op.use_channels_last()
         self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).ravel())
 
     def _fed_by_spikes(self, name, seen=()) -> bool:
@@ -435,7 +547,7 @@ class TorchProgram:
         if c.binary_input and not spike_fed and not bool(((x == 0) | (x == 1)).all()):
             c.binary_input = False
         # per input position, how many samples/steps had a nonzero value there (spikes: their sum)
-        active = x.sum(0) if spike_fed else (x != 0).sum(0).to(fan.dtype)
+        active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
         c.effective_ops += float((active * fan).sum()) * repeat
         c.dense_ops += float(fan.sum()) * x.shape[0] * repeat
 
@@ -445,8 +557,9 @@ class TorchProgram:
             c = counters.populations[op.name] = PopulationCounts(kind=op.kind, neurons=int(np.prod(out.shape[2:])))
         T = out.shape[0]
         c.neuron_updates += float(c.neurons * T * b)
-        c.input_events += float((current != 0).sum())
-        per_sample = out.reshape(T, b, -1).sum(dim=(0, 2)) if op.spiking else torch.zeros(b)
+        c.input_events += float(torch.count_nonzero(current))
+        per_sample = _sum_per_row(out.reshape(T * b, *out.shape[2:])).view(T, b).sum(0) if op.spiking \
+            else torch.zeros(b)
         c.spikes += float(per_sample.sum())
         return per_sample
 
@@ -455,6 +568,12 @@ class TorchProgram:
         ins = [values[s] for s in self.preds[name]]
         if not ins:
             raise NeurodeployError(f"node {name} has no incoming edge")
+        parts = [(v, s) for v, s in ins if isinstance(v, _Rows)]
+        if parts and len({s for _, s in parts}) == 1:
+            # concatenation branches: write each into its channel slice of one tensor
+            placed = _place_rows([(v.y, v.rows) for v, _ in parts], parts[0][0].channels)
+            ins = [(placed, parts[0][1])] + [(v, s) for v, s in ins if not isinstance(v, _Rows)]
+        ins = [(v.full(), s) if isinstance(v, _Rows) else (v, s) for v, s in ins]
         if all(s for _, s in ins) or len(ins) == 1:
             total = ins[0][0]
             for v, _ in ins[1:]:
@@ -490,7 +609,11 @@ class TorchProgram:
                 if isinstance(op, _Projection) and counters is not None:
                     self._count_projection(op, x, s, T, counters)
                 try:
-                    values[name] = (op.apply(x), s)
+                    if isinstance(op, _Projection):
+                        y, rows = op.live_rows(x)
+                        values[name] = (y if rows is None else _Rows(y, rows, op.w.shape[0]), s)
+                    else:
+                        values[name] = (op.apply(x), s)
                 except RuntimeError as e:
                     raise NeurodeployError(f"node {name} ({op.kind}) cannot take its input of shape "
                                            f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from e
