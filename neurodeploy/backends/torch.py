@@ -399,15 +399,28 @@ def _sum_per_row(x: torch.Tensor) -> torch.Tensor:
 
 
 def _place_rows(parts, channels: int) -> torch.Tensor:
-    """Sum row-sliced projection outputs [(y_live, rows)] into one (N, channels, ...) tensor."""
+    """Sum row-sliced projection outputs [(y_live, rows)] into one (N, channels, ...) tensor.
+    Disjoint rows that cover every channel (a concatenation's branches) are copied
+    into an uninitialised tensor; anything else is added onto zeros."""
     y0 = parts[0][0]
     fmt = torch.channels_last if _channels_last(y0) else torch.contiguous_format
     out = torch.empty((y0.shape[0], channels) + tuple(y0.shape[2:]), dtype=y0.dtype, device=y0.device,
-                      memory_format=fmt).zero_()
+                      memory_format=fmt)
+    covered = torch.zeros(channels, dtype=torch.int64)
+    for _, rows in parts:
+        covered[rows.cpu()] += 1
+    tiling = bool((covered == 1).all())
+    if not tiling:
+        out.zero_()
     for y, rows in parts:
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         if hi - lo == len(rows):                       # a contiguous slice (concatenation)
-            out[:, lo:hi].add_(y)
+            if tiling:
+                out[:, lo:hi].copy_(y)
+            else:
+                out[:, lo:hi].add_(y)
+        elif tiling:
+            out.index_copy_(1, rows, y)
         else:
             out.index_add_(1, rows, y)
     return out

@@ -573,3 +573,58 @@ def test_dt_from_metadata_and_override():
     np.testing.assert_array_equal(run(g, x).outputs.ravel(), [1.0, 0.5, 0.25])
     out = torch_compile(g, device="cpu", dt=1e-4).run(x).outputs
     np.testing.assert_array_equal(out.ravel(), [0.5, 0.375, 0.28125])
+
+
+# ---------------------------------------------------------------- CPU fast paths
+def _conv(w, b, stride=1, padding=0, groups=1, in_hw=(6, 6)):
+    w = np.asarray(w, np.float32)
+    return nir.Conv2d(input_shape=in_hw, weight=w, stride=stride, padding=padding, dilation=1, groups=groups,
+                      bias=np.asarray(b, np.float32))
+
+
+def test_spike_fed_convs_run_channels_last_and_match_plain_nchw():
+    """A spike-fed 1x1 conv (one matmul), a depthwise 3x3 conv and two concatenation
+    branches (live rows written into one tensor) give the spikes of a plain NCHW
+    evaluation, bit for bit, with dyadic weights (the exporter's exact grid)."""
+    rng = np.random.default_rng(3)
+    dyadic = lambda *s: (rng.integers(-64, 65, size=s) / 64.0).astype(np.float32)
+    c, hw = 4, (6, 6)
+    w_in, w_1x1, w_dw = dyadic(c, 1, 3, 3), dyadic(c, c, 1, 1), dyadic(c, 1, 3, 3)
+    w_a = np.zeros((2 * c, c, 1, 1), np.float32); w_a[:c] = dyadic(c, c, 1, 1)       # writes rows 0..c-1
+    w_b = np.zeros((2 * c, c, 3, 3), np.float32); w_b[c:] = dyadic(c, c, 3, 3)       # writes rows c..2c-1
+    b = lambda n: (rng.integers(-8, 9, size=n) / 16.0).astype(np.float32)
+    b_a, b_b = np.r_[b(c), np.zeros(c, np.float32)], np.r_[np.zeros(c, np.float32), b(c)]
+    nodes = {"conv_in": _conv(w_in, b(c), padding=1, in_hw=(6, 6)), "l0": lif(0.5, shape=(c, *hw)),
+             "pw": _conv(w_1x1, b(c)), "l1": lif(0.5, shape=(c, *hw)),
+             "dw": _conv(w_dw, b(c), padding=1, groups=c), "l2": lif(0.5, shape=(c, *hw)),
+             "cat_a": _conv(w_a, b_a), "cat_b": _conv(w_b, b_b, padding=1), "l3": lif(0.5, shape=(2 * c, *hw))}
+    edges = [("input", "conv_in"), ("conv_in", "l0"), ("l0", "pw"), ("pw", "l1"), ("l1", "dw"), ("dw", "l2"),
+             ("l2", "cat_a"), ("l2", "cat_b"), ("cat_a", "l3"), ("cat_b", "l3"), ("l3", "output")]
+    g = graph(nodes, edges, [1, *hw], [2 * c, *hw])
+    program = torch_compile(g, device="cpu")
+    assert program.ops["pw"].layout == "matmul" and program.ops["dw"].layout == "channels_last"
+    assert program.ops["conv_in"].layout == "nchw"        # real-valued input: the model's own kernel
+    assert program.ops["cat_a"].rows is not None
+    x = rng.random((5, 1, *hw)).astype(np.float32)
+    T = 6
+    res = program.run(x, timesteps=T)
+
+    def step(v, current):
+        v = 0.5 * v + current
+        s = (v > 1.0).float()
+        return s, v * (1 - s)
+
+    conv = lambda x, w, bias, **kw: torch.nn.functional.conv2d(x, torch.from_numpy(w), torch.from_numpy(bias), **kw)
+    i0 = conv(torch.from_numpy(x), w_in, nodes["conv_in"].bias, padding=1)
+    v = [torch.zeros(5, c, *hw), torch.zeros(5, c, *hw), torch.zeros(5, c, *hw), torch.zeros(5, 2 * c, *hw)]
+    outs = []
+    for _ in range(T):
+        s0, v[0] = step(v[0], i0)
+        s1, v[1] = step(v[1], conv(s0, w_1x1, nodes["pw"].bias))
+        s2, v[2] = step(v[2], conv(s1, w_dw, nodes["dw"].bias, padding=1, groups=c))
+        s3, v[3] = step(v[3], conv(s2, w_a, b_a) + conv(s2, w_b, b_b, padding=1))
+        outs.append(s3)
+    expected = torch.stack(outs).numpy()
+    assert expected.sum() > 0 and (1 - expected).sum() > 0      # spikes and silences both happen
+    np.testing.assert_array_equal(res.outputs, expected)
+    assert res.counters.populations["l3"].spikes == expected.sum()
