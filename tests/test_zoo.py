@@ -53,3 +53,13 @@ def test_trained_zoo_model_exports_bit_exactly(tmp_path, name):
     out = torch_backend.compile(read_graph(tmp_path / "g.nir"), device="cpu").run(x.numpy(), batch_size=48).outputs
     assert ref.mean() > 0, "the trained network should produce output spikes"
     assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("name,twin", PRESENT)
+def test_card_was_trained_by_the_documented_recipe(name, twin):
+    """`neurodeploy train-zoo` must reproduce the committed checkpoints: same epochs, batch, T, start."""
+    card = json.loads(zoo.checkpoint_path(name, twin).with_suffix(".json").read_text())
+    recipe = zoo.recipe_config(name, twin)
+    for key in ("epochs", "batch_size", "timesteps", "lr", "seed"):
+        assert card["config"][key] == getattr(recipe, key), key
+    assert (card["config"]["init_from"] is None) == (recipe.init_from is None)
