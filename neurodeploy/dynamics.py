@@ -109,10 +109,16 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
     """
     v = torch.zeros_like(current[0])
     spikes, membranes = [], []
+    zero_reset = bool((c.v_reset == 0).all())
     for t in range(current.shape[0]):
         v = c.decay * v + c.gain * current[t] + c.leak
         s = spike(v - c.threshold, surrogate_slope)
-        v = torch.where(s > 0, c.v_reset.expand_as(v), v)
+        if zero_reset:
+            # v * (1 - s): the same values and gradient as where(s, 0, v) (no gradient
+            # through the reset), without where's zero-filled tensors in the backward pass
+            v = v * (1.0 - s.detach())
+        else:
+            v = torch.where(s > 0, c.v_reset.expand_as(v), v)
         spikes.append(s)
         if return_membrane:
             membranes.append(v)
