@@ -73,7 +73,7 @@ RECIPES = {
     "squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
     "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
     "mnasnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
-    "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 6, "batch_size": 16, "init_from": "cnn"}},
+    "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 10, "batch_size": 16, "init_from": "cnn"}},
     "shufflenetv2": {"cnn": {"epochs": 3}, "snn": {"epochs": 6, "batch_size": 16, "init_from": "cnn"}},
     "xception": {"cnn": {"epochs": 3}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"}},
 }
