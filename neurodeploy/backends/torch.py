@@ -153,6 +153,11 @@ class _Projection(_Op):
             if int(live.sum()) < 0.75 * len(live):
                 self.rows = torch.nonzero(live).flatten()
                 self.w_live, self.b_live = self.w[self.rows].contiguous(), self.b[self.rows].contiguous()
+                # the same rows as host ints, and as a slice when contiguous (a concatenation branch),
+                # so that placing them needs no device round trip per batch
+                self.rows_host = self.rows.cpu().tolist()
+                lo, hi = self.rows_host[0], self.rows_host[-1] + 1
+                self.row_slice = slice(lo, hi) if hi - lo == len(self.rows_host) else None
 
         self.layout = "nchw"
 
@@ -179,30 +184,29 @@ class _Projection(_Op):
             self.b_mat = b.contiguous()
         else:
             self.layout = "channels_last"
-            cl = torch.channels_last
-            self.w_cl = w.contiguous(memory_format=cl)
             if self.rows is not None:
-                self.w_live = self.w_cl
+                self.w_live = self.w_live.contiguous(memory_format=torch.channels_last)
             else:
-                self.w = self.w_cl
+                self.w = self.w.contiguous(memory_format=torch.channels_last)
 
-    def live_rows(self, x):
-        """The output rows this projection can make nonzero, (y_live, rows): all rows
-        (rows = None) unless it writes a slice of its target (a concatenation branch)."""
+    def output(self, x):
+        """The projection of x: a tensor, or for a projection that writes only some
+        rows of its target (a concatenation branch) those rows as :class:`_Rows`,
+        which the fan-in places (see ``TorchProgram._gather``)."""
         if self.layout == "matmul":
             n, c, h, w = x.shape
             flat = x.permute(0, 2, 3, 1).reshape(n * h * w, c)    # a view when x is channels-last
             y = torch.addmm(self.b_mat, flat, self.w_mat)
-            return y.view(n, h, w, -1).permute(0, 3, 1, 2), self.rows   # channels-last memory
-        if self.layout == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.rows is None:
-            return self.f(x, self.w, self.b), None
-        return self.f(x, self.w_live, self.b_live), self.rows
+            y = y.view(n, h, w, -1).permute(0, 3, 1, 2)              # channels-last memory
+        else:
+            if self.layout == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = self.f(x, self.w, self.b) if self.rows is None else self.f(x, self.w_live, self.b_live)
+        return y if self.rows is None else _Rows(y, self)
 
     def apply(self, x):
-        y, rows = self.live_rows(x)
-        return y if rows is None else _place_rows([(y, rows)], self.w.shape[0])
+        y = self.output(x)
+        return y.full() if isinstance(y, _Rows) else y
 
     def fanout(self, in_shape) -> torch.Tensor:
         """Synaptic targets with a nonzero weight for each input element (per-sample shape)."""
@@ -398,46 +402,43 @@ def _sum_per_row(x: torch.Tensor) -> torch.Tensor:
     return m @ torch.ones(m.shape[1], dtype=x.dtype, device=x.device)
 
 
-def _place_rows(parts, channels: int) -> torch.Tensor:
-    """Sum row-sliced projection outputs [(y_live, rows)] into one (N, channels, ...) tensor.
+def _place_rows(parts: list) -> torch.Tensor:
+    """Sum row-sliced projection outputs (:class:`_Rows` of one target) into one tensor.
     Disjoint rows that cover every channel (a concatenation's branches) are copied
     into an uninitialised tensor; anything else is added onto zeros."""
-    y0 = parts[0][0]
+    y0, channels = parts[0].y, parts[0].channels
     fmt = torch.channels_last if _channels_last(y0) else torch.contiguous_format
     out = torch.empty((y0.shape[0], channels) + tuple(y0.shape[2:]), dtype=y0.dtype, device=y0.device,
                       memory_format=fmt)
-    covered = torch.zeros(channels, dtype=torch.int64)
-    for _, rows in parts:
-        covered[rows.cpu()] += 1
-    tiling = bool((covered == 1).all())
+    rows = sorted(r for part in parts for r in part.op.rows_host)
+    tiling = rows == list(range(channels))
     if not tiling:
         out.zero_()
-    for y, rows in parts:
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        if hi - lo == len(rows):                       # a contiguous slice (concatenation)
-            if tiling:
-                out[:, lo:hi].copy_(y)
-            else:
-                out[:, lo:hi].add_(y)
+    for part in parts:
+        y, span = part.y, part.op.row_slice
+        if span is not None and tiling:
+            out[:, span].copy_(y)
+        elif span is not None:
+            out[:, span].add_(y)
         elif tiling:
-            out.index_copy_(1, rows, y)
+            out.index_copy_(1, part.op.rows, y)
         else:
-            out.index_add_(1, rows, y)
+            out.index_add_(1, part.op.rows, y)
     return out
 
 
 class _Rows:
-    """A projection's output kept as its live rows until the fan-in sums it (see _gather)."""
+    """A projection's live output rows, kept apart until the fan-in sums them (see _gather)."""
 
-    def __init__(self, y, rows, channels):
-        self.y, self.rows, self.channels = y, rows, channels
+    def __init__(self, y: torch.Tensor, op: "_Projection"):
+        self.y, self.op, self.channels = y, op, op.w.shape[0]
 
     @property
     def shape(self):
         return (self.y.shape[0], self.channels) + tuple(self.y.shape[2:])
 
-    def full(self):
-        return _place_rows([(self.y, self.rows)], self.channels)
+    def full(self) -> torch.Tensor:
+        return _place_rows([self])
 
 
 class TorchProgram:
@@ -584,7 +585,7 @@ class TorchProgram:
         parts = [(v, s) for v, s in ins if isinstance(v, _Rows)]
         if parts and len({s for _, s in parts}) == 1:
             # concatenation branches: write each into its channel slice of one tensor
-            placed = _place_rows([(v.y, v.rows) for v, _ in parts], parts[0][0].channels)
+            placed = _place_rows([v for v, _ in parts])
             ins = [(placed, parts[0][1])] + [(v, s) for v, s in ins if not isinstance(v, _Rows)]
         ins = [(v.full(), s) if isinstance(v, _Rows) else (v, s) for v, s in ins]
         if all(s for _, s in ins) or len(ins) == 1:
@@ -622,11 +623,7 @@ class TorchProgram:
                 if isinstance(op, _Projection) and counters is not None:
                     self._count_projection(op, x, s, T, counters)
                 try:
-                    if isinstance(op, _Projection):
-                        y, rows = op.live_rows(x)
-                        values[name] = (y if rows is None else _Rows(y, rows, op.w.shape[0]), s)
-                    else:
-                        values[name] = (op.apply(x), s)
+                    values[name] = (op.output(x) if isinstance(op, _Projection) else op.apply(x), s)
                 except RuntimeError as e:
                     raise NeurodeployError(f"node {name} ({op.kind}) cannot take its input of shape "
                                            f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from e
