@@ -10,6 +10,7 @@ A checkpoint is one ``torch.save`` file holding a plain dict:
     timesteps    T the network was trained with
     state_dict   the weights
     card         the model card (dataset, split, training set-up, accuracy, ...)
+    loihi_steps  (Loihi-aware models only) module name -> step of its weight grid
 
 The card is also written beside it as JSON, so people and ``neurodeploy models``
 can read it without torch.
@@ -43,6 +44,9 @@ def save(path, model: TwinModel, card: dict, extra: dict | None = None) -> Path:
                    "surrogate_slope": model.twin.surrogate_slope},
         "timesteps": model.timesteps, "state_dict": model.state_dict(), "card": card, **(extra or {}),
     }
+    steps = {n: m.loihi_step for n, m in model.named_modules() if getattr(m, "loihi_step", None) is not None}
+    if steps:
+        payload["loihi_steps"] = steps
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -77,6 +81,9 @@ def load(path, device="cpu", timesteps: int | None = None) -> TwinModel:
         detail = first[1].strip() if len(first) > 1 else first[0]
         raise NeurodeployError(f"{path}: weights do not match the {payload['model']} architecture "
                                f"it names ({detail})") from e
+    modules = dict(model.named_modules())
+    for name, step in payload.get("loihi_steps", {}).items():
+        modules[name].loihi_step = float(step)
     model.card = payload.get("card", {})
     model.checkpoint_path = str(path)
     return model.to(device).eval()

@@ -146,6 +146,11 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
           augment: bool = typer.Option(False, help="Random crop (+ flip for natural images)."),
           fires: Optional[str] = typer.Option(None, help="SqueezeNet only: Fire modules to keep, e.g. 4,6,8,9."),
           limit: Optional[int] = typer.Option(None, help="Train on the first N training samples only."),
+          init_from: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (e.g. the "
+                                                              "CNN twin's, or a spiking twin to fine-tune)."),
+          loihi_aware: bool = typer.Option(False, help="Fine-tune on Loihi's 8-bit weight grid (BatchNorm frozen), "
+                                                       "so that the Lava target reproduces the network; use with "
+                                                       "--init-from a trained spiking twin."),
           output: Path = typer.Option(None, "-o", "--output", help="Output folder (default: models/NAME in the zoo)."),
           as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON.")):
     """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card."""
@@ -158,7 +163,8 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
     arguments = {"fires": [int(f) for f in _csv(fires)]} if fires else {}
     cfg = TrainConfig(model=model, dataset=dataset, twin=twin, timesteps=timesteps, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, device=device,
-                      data_dir=str(data_dir) if data_dir else None, augment=augment, arguments=arguments, limit=limit)
+                      data_dir=str(data_dir) if data_dir else None, augment=augment, arguments=arguments, limit=limit,
+                      init_from=str(init_from) if init_from else None, loihi_aware=loihi_aware)
     out_dir = output or (zoo.zoo_dir() / model)
     with progress_bar() as p:
         card = run_training(cfg, out_dir, progress=p)
@@ -178,9 +184,9 @@ def train_zoo(models_: Optional[str] = typer.Option(None, "--models", help="Comm
     names = [check_name(n) for n in _csv(models_)] or list(zoo.RECIPES)
     with progress_bar() as p:
         for name in names:
-            for twin in [t for t in zoo.RECIPES[name] if t in _csv(twins)]:
-                card = run_training(zoo.recipe_config(name, twin, device=device), zoo.zoo_dir() / name, progress=p)
-                err.print(f"{name}/{twin}: test accuracy {card['test_accuracy']:.4f}")
+            for stage in [s for s in zoo.RECIPES[name] if zoo.stage_twin(s) in _csv(twins)]:
+                card = run_training(zoo.recipe_config(name, stage, device=device), zoo.zoo_dir() / name, progress=p)
+                err.print(f"{name}/{stage}: test accuracy {card['test_accuracy']:.4f}")
 
 
 @app.command()

@@ -54,6 +54,7 @@ class TrainConfig:
     arguments: dict = field(default_factory=dict)   # architecture extras, e.g. fires
     limit: int | None = None                         # train on the first N samples (quick runs, tests)
     init_from: str | None = None                     # start from this checkpoint's weights (e.g. the CNN twin)
+    loihi_aware: bool = False                        # BatchNorm frozen, weights on Loihi's grid (loihi_aware.py)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -150,6 +151,12 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
         init_state = _transfer_state(checkpoint.read(cfg.init_from)["state_dict"], model)
     if init_state is not None:
         model.load_state_dict(init_state)
+    if cfg.loihi_aware:
+        if cfg.twin != "snn":
+            raise NeurodeployError("--loihi-aware fine-tunes a spiking twin; it has no meaning for the CNN twin")
+        from . import loihi_aware
+        start = evaluate(model, x_test, y_test, device=device)["accuracy"] if cfg.init_from else None
+        grid_hook = loihi_aware.attach(model, (info.channels, size, size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -217,6 +224,10 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
             progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} val acc {val['accuracy']:.3f}")
 
     model.load_state_dict(best["state"])
+    if cfg.loihi_aware:     # the grid of the weights that are saved, fixed from here on
+        grid_hook.remove()
+        loihi_aware.set_steps(model, loihi_aware.weight_steps(model, loihi_aware.population_grids(
+            model, (info.channels, size, size))))
     test = evaluate(model, x_test, y_test, device=device)
     cnn_twin = build_from_config(TrainConfig(**{**asdict(cfg), "twin": "cnn"}), info.num_classes, info.channels, size)
     card = {
@@ -240,6 +251,11 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
                   if cfg.twin == "snn" else "standard eval-mode BatchNorm"),
         "config": asdict(cfg),
     }
+    if cfg.loihi_aware:
+        card["loihi_aware"] = {
+            "weights": "on the Loihi 8-bit grid of their population, BatchNorm frozen (neurodeploy/loihi_aware.py)",
+            "test_accuracy_before": start,
+            "started_from": checkpoint.read(cfg.init_from)["card"].get("config") if cfg.init_from else None}
     model.name = cfg.model
     checkpoint.save(out_dir / f"{cfg.twin}.pt", model, card)
     last_path.unlink(missing_ok=True)

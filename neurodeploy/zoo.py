@@ -79,10 +79,20 @@ RECIPES = {
 }
 
 
-def recipe_config(name: str, twin: str, **overrides):
-    """The TrainConfig the zoo's recipe gives (``init_from: "cnn"`` -> the zoo's CNN checkpoint)."""
+def stage_twin(stage: str) -> str:
+    """The twin a recipe stage trains: "loihi" fine-tunes the spiking twin in place."""
+    return "snn" if stage == "loihi" else stage
+
+
+def recipe_config(name: str, stage: str, **overrides):
+    """The TrainConfig the zoo's recipe gives (``init_from: "cnn"`` / ``"snn"`` -> the zoo's checkpoint)."""
     from .train import TrainConfig
-    r = dict(RECIPES[name][twin])
-    if r.get("init_from") == "cnn":
-        r["init_from"] = str(checkpoint_path(name, "cnn"))
-    return TrainConfig(model=name, twin=twin, **{**r, **overrides})
+    r = dict(RECIPES[name][stage])
+    if r.get("init_from") in ("cnn", "snn"):
+        r["init_from"] = str(checkpoint_path(name, r["init_from"]))
+    return TrainConfig(model=name, twin=stage_twin(stage), **{**r, **overrides})
+
+
+def final_stage(name: str, twin: str) -> str:
+    """The recipe stage that wrote ``<twin>.pt`` last."""
+    return [s for s in RECIPES[name] if stage_twin(s) == twin][-1]

@@ -205,6 +205,20 @@ def test_error_unknown_targets(cli, graph_file):
     assert "fpga" in res.stderr
 
 
+@pytest.mark.usefixtures("small_test_split")
+def test_train_loihi_aware_from_a_spiking_checkpoint(cli, tiny_ckpt, tmp_path):
+    res = cli("train", "--model", "mnasnet", "--epochs", "1", "--limit", "32", "--batch-size", "16", "-T", "2",
+              "--init-from", tiny_ckpt, "--loihi-aware", "--lr", "1e-4", "-o", tmp_path / "q", "--json")
+    assert res.code == 0, res.stderr
+    card = js(res)
+    assert card["config"]["loihi_aware"] and card["loihi_aware"]["test_accuracy_before"] is not None
+    assert card["loihi_aware"]["started_from"]["model"] == "mnasnet"
+    assert checkpoint.read(tmp_path / "q" / "snn.pt")["loihi_steps"]
+    res = cli("train", "--model", "mnasnet", "--twin", "cnn", "--loihi-aware", "--limit", "32", "-o", tmp_path / "c")
+    assert_one_line_error(res)
+    assert "spiking twin" in res.stderr
+
+
 def test_error_unknown_model(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("NEURODEPLOY_ZOO", str(tmp_path / "zoo"))
     for args in (("export", "--model", "resnet"), ("train", "--model", "resnet", "-o", tmp_path / "t")):

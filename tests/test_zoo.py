@@ -59,7 +59,23 @@ def test_trained_zoo_model_exports_bit_exactly(tmp_path, name):
 def test_card_was_trained_by_the_documented_recipe(name, twin):
     """`neurodeploy train-zoo` must reproduce the committed checkpoints: same epochs, batch, T, start."""
     card = json.loads(zoo.checkpoint_path(name, twin).with_suffix(".json").read_text())
-    recipe = zoo.recipe_config(name, twin)
-    for key in ("epochs", "batch_size", "timesteps", "lr", "seed"):
-        assert card["config"][key] == getattr(recipe, key), key
+    recipe = zoo.recipe_config(name, zoo.final_stage(name, twin))
+    for key in ("epochs", "batch_size", "timesteps", "lr", "seed", "loihi_aware"):
+        assert card["config"].get(key, False) == getattr(recipe, key), key
     assert (card["config"]["init_from"] is None) == (recipe.init_from is None)
+
+
+@pytest.mark.parametrize("name", [n for n, t in PRESENT if t == "snn" and "loihi" in zoo.RECIPES[n]])
+def test_loihi_aware_zoo_model_is_exactly_on_the_lava_compilers_grid(name):
+    """The Loihi-aware spiking twins: the Lava compiler finds every weight already an
+    8-bit integer of its population's scale (so Lava runs the trained network's weights)."""
+    from neurodeploy.backends.lava.compiler import Quantised
+    from neurodeploy.backends.lava.plan import build_plan
+    from neurodeploy.graph.export import export
+    from neurodeploy.graph.metadata import conventions_of
+    model = checkpoint.load(zoo.checkpoint_path(name, "snn"))
+    assert model.card["loihi_aware"]["test_accuracy_before"] > 0
+    graph = export(model, (1, 32, 32))
+    q = Quantised(build_plan(graph, conventions_of(graph)), "fixed")
+    for layer, rep in q.report["layers"].items():
+        assert rep["max_abs_error"] == 0 and rep["clipped"] == 0, layer

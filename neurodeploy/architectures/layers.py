@@ -22,6 +22,12 @@ float32 (:func:`snap_to_exact_grid`). Exact sums do not depend on summation
 order, so the lowered NIR graph (branches written into channel slices and
 summed by fan-in, permutations folded into weights) reproduces the eval-mode
 model bit for bit. The exporter writes exactly these deployed parameters.
+
+Loihi-aware fine-tuning (:mod:`neurodeploy.loihi_aware`) sets ``loihi_step`` on each
+ConvBN / LinearOut: BatchNorm is then frozen and folded in training too, the folded
+weights are rounded to multiples of that power-of-two step (Loihi's 8-bit grid for
+the layer's population) with a straight-through gradient, and the deployed
+parameters are rounded the same way before the snap (which keeps them on it).
 """
 from __future__ import annotations
 
@@ -63,6 +69,21 @@ def snap_to_exact_grid(weight: torch.Tensor, bias: torch.Tensor | None):
     w_snapped = torch.round(w / grid.view(shape)) * grid.view(shape)
     b_snapped = torch.round(b / grid) * grid
     return w_snapped.float(), b_snapped.float()
+
+
+def fold_batchnorm(w: torch.Tensor, b: torch.Tensor, bn):
+    """w' = w * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta,
+    with BN's running statistics (identity when bn is None)."""
+    if bn is None:
+        return w, b
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return w * scale.view((-1,) + (1,) * (w.dim() - 1)), (b - bn.running_mean) * scale + bn.bias
+
+
+def to_grid(w: torch.Tensor, step: float) -> torch.Tensor:
+    """w rounded to multiples of ``step`` in the forward pass; the gradient passes straight
+    through the rounding (the straight-through estimator of quantisation-aware training)."""
+    return w + (torch.round(w / step) * step - w).detach()
 
 
 class LIF(nn.Module):
@@ -127,7 +148,8 @@ class LIF(nn.Module):
 class ConvBN(nn.Module):
     """Conv2d (or a 1x1 'linear' conv) followed by BatchNorm.
 
-    Training: conv then BN with batch statistics. Eval: the spiking twin uses
+    Training: conv then BN with batch statistics (Loihi-aware: folded with the
+    running statistics and rounded to ``loihi_step``). Eval: the spiking twin uses
     the deployed (folded, snapped) parameters; the CNN twin runs conv + BN.
     """
 
@@ -139,25 +161,33 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(cout) if bn else None
         self.snap = snap
+        self.loihi_step: float | None = None   # set during and after Loihi-aware training (loihi_aware.py)
 
-    def deployed_parameters(self):
-        """(weight, bias) with BN folded and, for the spiking twin, snapped."""
+    def folded(self):
+        """(weight, bias) with BatchNorm folded in (running statistics); differentiable."""
         w = self.conv.weight
         b = self.conv.bias if self.conv.bias is not None else torch.zeros(w.shape[0], device=w.device)
-        if self.bn is not None:
-            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-            w = w * scale.view(-1, 1, 1, 1)
-            b = (b - self.bn.running_mean) * scale + self.bn.bias
+        return fold_batchnorm(w, b, self.bn)
+
+    def deployed_parameters(self):
+        """(weight, bias) with BN folded, on the Loihi grid if trained on it, and for the
+        spiking twin snapped."""
+        w, b = self.folded()
+        if self.loihi_step is not None:
+            w = torch.round(w / self.loihi_step) * self.loihi_step
         if self.snap:
             w, b = snap_to_exact_grid(w, b)
         return w.detach(), b.detach()
 
     def forward(self, x):
+        c = self.conv
+        if self.training and self.loihi_step is not None:   # Loihi-aware fine-tuning
+            w, b = self.folded()
+            return F.conv2d(x, to_grid(w, self.loihi_step), b, c.stride, c.padding, c.dilation, c.groups)
         if self.training or not self.snap:
             y = self.conv(x)
             return self.bn(y) if self.bn is not None else y
         w, b = self.deployed_parameters()
-        c = self.conv
         return F.conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups)
 
 
@@ -174,18 +204,23 @@ class LinearOut(nn.Module):
         self.fc = nn.Linear(cin, cout)
         self.bn = nn.BatchNorm1d(cout) if bn else None
         self.snap = snap
+        self.loihi_step: float | None = None
+
+    def folded(self):
+        return fold_batchnorm(self.fc.weight, self.fc.bias, self.bn)
 
     def deployed_parameters(self):
-        w, b = self.fc.weight, self.fc.bias
-        if self.bn is not None:
-            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-            w = w * scale.view(-1, 1)
-            b = (b - self.bn.running_mean) * scale + self.bn.bias
+        w, b = self.folded()
+        if self.loihi_step is not None:
+            w = torch.round(w / self.loihi_step) * self.loihi_step
         if self.snap:
-            return snap_to_exact_grid(w, b)
+            w, b = snap_to_exact_grid(w, b)
         return w.detach(), b.detach()
 
     def forward(self, x):
+        if self.training and self.loihi_step is not None:   # Loihi-aware fine-tuning
+            w, b = self.folded()
+            return F.linear(x, to_grid(w, self.loihi_step), b)
         if self.training or not self.snap:
             y = self.fc(x)
             return self.bn(y) if self.bn is not None else y

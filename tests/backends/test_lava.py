@@ -288,6 +288,30 @@ def test_conv_weights_have_no_exponent_and_outlier_layer_is_reported():
     assert vth[0] == 3 and rth["max_rel_error"] > 0.1    # threshold 2.54 units -> 3: reported
 
 
+def test_dyadic_scale_has_a_power_of_two_step_and_is_chosen_only_when_lossless():
+    s = fx.dyadic_scale([0.3], np.ones(4))
+    step = 128.0 / s                                     # float weight per even mantissa step
+    assert np.log2(step).is_integer()
+    assert 127 < 0.3 * s / 64.0 <= 254                   # uses the top bit of the range, never clips
+    assert fx.population_scale([0.3], np.ones(4)) >= s   # at most one bit coarser than the default
+    assert fx.dyadic_scale([0.3], np.array([1.0, 2.0])) is None
+    # a population whose weights are integers at the dyadic scale gets it; others keep the default
+    from neurodeploy.backends.lava.compiler import Quantised
+    from neurodeploy.backends.lava.plan import Op, Path, Plan, Pop
+    def plan_with(w):
+        pop = Pop("p", "LIF", (2,), np.full(2, 0.9), np.ones(2), np.zeros(2), np.ones(2), np.zeros(2))
+        op = Op("fc", "Affine", "dense", (2,), (2,), weight=w, bias=np.zeros(2))
+        plan = Plan("in", (2,), "out", "p", pops={"p": pop})
+        plan.paths = [Path("q", "p", [op])]
+        return plan
+    on_grid = np.array([[0.3, -0.1], [0.05, 0.2]])
+    on_grid = np.round(on_grid / step) * step
+    assert Quantised(plan_with(on_grid), "fixed").scale["p"] == fx.dyadic_scale([np.abs(on_grid).max()], np.ones(2))
+    off_grid = on_grid + step / 3
+    q = Quantised(plan_with(off_grid), "fixed")
+    assert q.scale["p"] == fx.population_scale([np.abs(off_grid).max()], np.ones(2))
+
+
 def test_thresholds_decays_biases():
     s = fx.population_scale([0.5], np.ones(4))
     vth, rep = fx.threshold_mantissa(np.ones(4), s)

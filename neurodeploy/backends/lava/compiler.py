@@ -92,9 +92,13 @@ class Quantised:
                 continue   # the Input straight into the population (maybe flattened)
             c = _carrier(p)
             fold = g * float(np.prod([op.scale for op in p.ops]))
-            carriers[id(p)] = (c, p.ops[c].weight * fold, fold)
-        peaks = [float(np.max(np.abs(w))) for _, w, _ in carriers.values() if w.size]
+            carriers[id(p)] = (c, p.ops[c].weight * fold, fold, _has_exponent(p.ops[c]))
+        peaks = [float(np.max(np.abs(w))) for _, w, _, _ in carriers.values() if w.size]
         s = fx.population_scale(peaks, pop.threshold)
+        s_dyadic = fx.dyadic_scale(peaks, pop.threshold)
+        if s_dyadic is not None and all(fx.quantise_weights(w * s_dyadic / 64.0, e)[2]["max_abs_error"] == 0
+                                        for _, w, _, e in carriers.values()):
+            s = s_dyadic    # weights trained on Loihi's power-of-two grid (loihi_aware.py) keep it exactly
         self.scale[name] = s
         vth, rth = fx.threshold_mantissa(pop.threshold, s)
         dv, rdv = fx.decay_to_dv(pop.decay)
@@ -108,11 +112,9 @@ class Quantised:
             if id(p) not in carriers:
                 self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = [], [], []
                 continue
-            c, wf, fold = carriers[id(p)]
+            c, wf, fold, has_exp = carriers[id(p)]
+            mant, exp, rep = fx.quantise_weights(wf * s / 64.0, allow_exponent=has_exp)
             op = p.ops[c]
-            sparse = op.kind == "conv" and op.groups > MAX_CONV_GROUPS
-            mant, exp, rep = fx.quantise_weights(wf * s / 64.0,
-                                                 allow_exponent=op.kind == "dense" or sparse)
             key = op.node if p.source == INPUT else f"{op.node}->{name}"
             self.report["layers"][key] = rep
             ws, hs, es = [], [], []
@@ -127,6 +129,11 @@ class Quantised:
                     es.append(0)
                     hs.append(o.effective_weight())
             self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = ws, es, hs
+
+
+def _has_exponent(op) -> bool:
+    """Dense and Sparse models apply a weight exponent; lava's Conv model ignores it."""
+    return op.kind == "dense" or (op.kind == "conv" and op.groups > MAX_CONV_GROUPS)
 
 
 def host_drive(plan: Plan, q: Quantised, x: np.ndarray, sequence: bool) -> Dict[str, np.ndarray]:

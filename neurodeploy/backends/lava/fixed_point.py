@@ -61,6 +61,15 @@ def round_even(x: np.ndarray) -> np.ndarray:
     return 2.0 * np.round(np.asarray(x, np.float64) / 2.0)
 
 
+def weight_exponent(peak_units: float, allow_exponent: bool = True) -> int:
+    """The weight exponent for a layer whose largest integer-unit weight is ``peak_units``:
+    the most negative shift (most precision) at which it still fits 254, within Loihi's -8..7."""
+    if not allow_exponent or peak_units <= 0:
+        return 0
+    exp = -int(math.floor(math.log2(W_MAX / peak_units)))
+    return int(np.clip(exp, -8, 7))
+
+
 def quantise_weights(w_units: np.ndarray, allow_exponent: bool = True):
     """Integer-unit weights (W * S / 64, float) -> (mantissa int32, weight_exp, report).
 
@@ -69,12 +78,7 @@ def quantise_weights(w_units: np.ndarray, allow_exponent: bool = True):
     which the largest weight still fits in [-256, 254]. Values beyond the range clip.
     """
     w = np.asarray(w_units, np.float64)
-    peak = float(np.max(np.abs(w))) if w.size else 0.0
-    exp = 0
-    if allow_exponent and peak > 0:
-        # largest shift s with peak * 2**s <= 254, limited to Loihi's range of -8..7
-        exp = -int(math.floor(math.log2(W_MAX / peak)))
-        exp = int(np.clip(exp, -8, 7))
+    exp = weight_exponent(float(np.max(np.abs(w))) if w.size else 0.0, allow_exponent)
     scaled = w / (2.0 ** exp)
     mant = round_even(scaled)
     clipped = int(np.count_nonzero((mant < W_MIN) | (mant > W_MAX)))
@@ -103,6 +107,25 @@ def population_scale(max_abs_weights, thresholds) -> float:
             if mant >= 64:   # costs the weights < 1.6 % of their range
                 s = 64.0 * mant / theta_max
     return s
+
+
+def dyadic_scale(max_abs_weights, thresholds):
+    """The population scale whose weight step is a power of two, or None.
+
+    With a uniform threshold theta, s = 64 * M / theta for the threshold mantissa
+    M = 2**n, the largest with peak * M / theta <= 254: a float weight W is then the
+    integer W * M / theta, on a grid of step 2 * theta / M. Up to one bit coarser than
+    :func:`population_scale`, but a power-of-two step survives the exact-float snap of the
+    deployed weights (``layers.snap_to_exact_grid``), so weights trained on this grid
+    (Loihi-aware training, ``neurodeploy.loihi_aware``) arrive on it exactly.
+    """
+    peaks = [float(m) for m in max_abs_weights if m > 0]
+    theta = np.asarray(thresholds, np.float64)
+    if not peaks or not theta.size or not np.all(theta == theta.flat[0]) or theta.flat[0] <= 0:
+        return None
+    t = float(theta.flat[0])
+    n = math.floor(math.log2(W_MAX * t / max(peaks)))
+    return 64.0 * 2.0 ** min(max(n, 0), 16) / t
 
 
 def threshold_mantissa(theta: np.ndarray, scale: float):
@@ -199,7 +222,7 @@ def shift_accumulated(a: np.ndarray, weight_exp: int) -> np.ndarray:
     return np.left_shift(a, weight_exp) if weight_exp > 0 else np.right_shift(a, -weight_exp)
 
 
-__all__ = ["quantise_weights", "population_scale", "threshold_mantissa", "decay_to_dv",
+__all__ = ["quantise_weights", "weight_exponent", "dyadic_scale", "population_scale", "threshold_mantissa", "decay_to_dv",
            "quantise_bias", "decay_state", "shift_accumulated", "round_even", "cuba_step",
            "syn_decay_to_du", "quantise_state", "wrap_state",
            "W_MIN", "W_MAX", "VTH_SHIFT", "STATE_MAX", "VTH_MANT_MAX"]
