@@ -132,9 +132,16 @@ def set_steps(model, steps: dict) -> None:
         modules[name].loihi_step = float(step)
 
 
-def attach(model, input_shape):
-    """Put the model on Loihi's grid from now on: before every forward the steps are
-    recomputed from the current weights. Returns the hook handle (``.remove()`` detaches)."""
-    grids = population_grids(model, input_shape)
-    set_steps(model, weight_steps(model, grids))
-    return model.register_forward_pre_hook(lambda m, args: set_steps(m, weight_steps(m, grids)))
+class OnTheGrid:
+    """Keeps a model on Loihi's grid while it trains: before every forward the steps are
+    recomputed from the current weights. ``freeze()`` fixes the steps of the final
+    weights (those that are saved and deployed) and detaches."""
+
+    def __init__(self, model, input_shape):
+        self.model, self.grids = model, population_grids(model, input_shape)
+        set_steps(model, weight_steps(model, self.grids))
+        self._hook = model.register_forward_pre_hook(lambda m, args: set_steps(m, weight_steps(m, self.grids)))
+
+    def freeze(self) -> None:
+        self._hook.remove()
+        set_steps(self.model, weight_steps(self.model, self.grids))

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
             raise NeurodeployError("--loihi-aware fine-tunes a spiking twin; it has no meaning for the CNN twin")
         from . import loihi_aware
         start = evaluate(model, x_test, y_test, device=device)["accuracy"] if cfg.init_from else None
-        grid_hook = loihi_aware.attach(model, (info.channels, size, size))
+        on_grid = loihi_aware.OnTheGrid(model, (info.channels, size, size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -224,10 +224,8 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
             progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} val acc {val['accuracy']:.3f}")
 
     model.load_state_dict(best["state"])
-    if cfg.loihi_aware:     # the grid of the weights that are saved, fixed from here on
-        grid_hook.remove()
-        loihi_aware.set_steps(model, loihi_aware.weight_steps(model, loihi_aware.population_grids(
-            model, (info.channels, size, size))))
+    if cfg.loihi_aware:
+        on_grid.freeze()
     test = evaluate(model, x_test, y_test, device=device)
     cnn_twin = build_from_config(TrainConfig(**{**asdict(cfg), "twin": "cnn"}), info.num_classes, info.channels, size)
     card = {

@@ -71,12 +71,12 @@ def test_loihi_aware_training_lands_exactly_on_the_compilers_grid(tmp_path, tiny
 
 def test_batchnorm_is_frozen_while_on_the_grid(tiny_ckpt):
     model = checkpoint.load(tiny_ckpt)
-    hook = loihi_aware.attach(model, SHAPE)
+    on_grid = loihi_aware.OnTheGrid(model, SHAPE)
     bn = next(m.bn for m in model.modules() if isinstance(m, ConvBN))
     before = bn.running_mean.clone()
     model.train()
     model(torch.rand(4, *SHAPE)).sum().backward()
-    hook.remove()
+    on_grid.freeze()
     assert torch.equal(bn.running_mean, before)
     assert bn.weight.grad is not None      # BN's affine parameters still learn, through the folded weights
 
