@@ -427,6 +427,11 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
             worst = sorted(e["populations"].items(), key=lambda kv: -kv[1]["relative_difference"])[:5]
             out.print(f"{name}: largest per-population spike-count differences: " + ", ".join(
                 f"{k} {v['relative_difference']:.2%}" for k, v in worst))
+            w = e.get("weight_quantisation")
+            if w:
+                out.print(f"{name}: 8-bit weights: {w['exact_layers']}/{w['layers']} layers exactly on the grid "
+                          f"(--loihi-aware training puts them there); worst {w['worst_relative_error']:.2%} of a "
+                          f"layer's largest weight ({w['worst_layer']}); {w['clipped']} clipped")
     emit(report, as_json, render)
     worst = min(e["agreement"] for e in report["targets"].values())
     if worst < min_agreement:

@@ -140,5 +140,7 @@ def compare(results: dict, labels: np.ndarray | None, population_order: list) ->
         entry["first_divergent_population"] = first
         if r.counters.projections:
             entry["synaptic_ops_per_sample"] = r.counters.totals()
+        if r.weight_quantisation is not None:
+            entry["weight_quantisation"] = r.weight_quantisation
         report["targets"][name] = entry
     return report

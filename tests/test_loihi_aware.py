@@ -7,6 +7,7 @@ import torch
 
 from neurodeploy import checkpoint, loihi_aware
 from neurodeploy.architectures.layers import ConvBN, to_grid
+from neurodeploy.backends import lava
 from neurodeploy.backends import torch as torch_backend
 from neurodeploy.backends.lava.compiler import Quantised
 from neurodeploy.backends.lava.plan import build_plan
@@ -48,6 +49,8 @@ def test_grouping_follows_the_lava_plan(tiny_ckpt):
 def test_float_trained_weights_are_off_the_loihi_grid(tiny_ckpt):
     reports = lava_quantisation(checkpoint.load(tiny_ckpt)).report["layers"].values()
     assert max(r["max_abs_error"] for r in reports) > 0
+    summary = lava.compile(export(checkpoint.load(tiny_ckpt), SHAPE), precision="fixed").weight_quantisation
+    assert summary["exact_layers"] < summary["layers"] and summary["worst_relative_error"] > 0
 
 
 def test_loihi_aware_training_lands_exactly_on_the_compilers_grid(tmp_path, tiny_ckpt):
@@ -61,6 +64,10 @@ def test_loihi_aware_training_lands_exactly_on_the_compilers_grid(tmp_path, tiny
     q = lava_quantisation(model)
     for name, rep in q.report["layers"].items():
         assert rep["max_abs_error"] == 0 and rep["clipped"] == 0, name
+    # what `validate --targets torch,lava` reports about it (compiling needs no Lava runtime)
+    summary = lava.compile(export(model, SHAPE), precision="fixed").weight_quantisation
+    assert summary["exact_layers"] == summary["layers"] == len(q.report["layers"])
+    assert summary["worst_relative_error"] == 0
     # and the export is still exact: the model's spikes are the graph's
     x = torch.rand(3, *SHAPE)
     with torch.no_grad():

@@ -103,3 +103,4 @@ class RunResult:
     counters: RunCounters
     population_spike_counts: Dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
+    weight_quantisation: Optional[dict] = None   # targets that quantise: how far the weights moved

@@ -53,6 +53,7 @@ class LavaProgram:
     timeout: float = 1800.0
     fast_conv: bool = True
     input_shape: tuple = ()
+    weight_quantisation: dict = None           # fixed point: how far the weights move (weight_summary)
     last: dict = field(default_factory=dict)   # the worker's result.json of the last run
     _tmp: object = field(default=None, repr=False)   # keeps a graph given as an object on disk
 
@@ -88,7 +89,7 @@ class LavaProgram:
         spikes = {k: np.concatenate([np.asarray(r["population_spike_counts"][k]) for r in results])
                   for k in results[0]["population_spike_counts"]}
         return RunResult(outputs=outputs, counters=counters, population_spike_counts=spikes,
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, weight_quantisation=self.weight_quantisation)
 
     def _run_chunk(self, python, x: np.ndarray, timesteps: int):
         with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-") as tmp:
@@ -182,6 +183,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def weight_summary(layers: dict) -> dict:
+    """One line's worth of the per-layer weight quantisation report: how many layers the
+    8-bit grid leaves exactly as they were (weights trained on it, ``--loihi-aware``), the
+    worst error relative to a layer's largest weight, and clipped weights."""
+    worst = max(layers.items(), key=lambda kv: kv[1]["max_rel_error"], default=(None, {"max_rel_error": 0.0}))
+    return {"layers": len(layers), "exact_layers": sum(r["max_abs_error"] == 0 for r in layers.values()),
+            "worst_relative_error": worst[1]["max_rel_error"], "worst_layer": worst[0],
+            "clipped": sum(r["clipped"] for r in layers.values())}
+
+
 def compile(graph, precision: str = "fixed", timeout: float = 1800.0,
             fast_conv: bool = True) -> LavaProgram:
     """Check that the graph maps onto Lava (here, without the runtime) and return a program.
@@ -209,12 +220,14 @@ def compile(graph, precision: str = "fixed", timeout: float = 1800.0,
         raise NeurodeployError(f"{path}: cannot be read as a NIR graph ({type(e).__name__}: {e})") from e
     try:
         plan = build_plan(loaded, conventions_of(loaded))
+        weights = None
         if precision == "fixed":
             from .compiler import Quantised
-            Quantised(plan, "fixed")   # fixed-point restrictions fail here, not in the worker
+            # fixed-point restrictions fail here, not in the worker
+            weights = weight_summary(Quantised(plan, "fixed").report["layers"])
     except PlanError as e:
         raise NeurodeployError(f"{path}: {e}") from None
-    prog = LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape))
+    prog = LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape), weights)
     prog._tmp = keep
     return prog
 
