@@ -68,14 +68,20 @@ def listing() -> list[dict]:
 # twins fine-tune with batch 16: on mnist5k's 3,600 training images a batch of 64 gives
 # only 57 optimiser steps per epoch, and ShuffleNetV2's spiking twin went from 0.821
 # (2 epochs, batch 64) to 0.925 (4 epochs, batch 16) and 0.946 (6 epochs, batch 16).
-# Twins train in the order given (CNN first).
+# The last stage, "loihi", fine-tunes the spiking twin in place on Loihi's 8-bit weight
+# grid (neurodeploy/loihi_aware.py), so that the Lava target runs the trained weights;
+# the card keeps the float stage's configuration under loihi_aware.started_from.
+# Stages run in the order given (CNN first).
+LOIHI = {"epochs": 2, "batch_size": 16, "lr": 3e-4, "init_from": "snn", "loihi_aware": True}
 RECIPES = {
-    "squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
-    "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
+    "squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
+    "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
     "mnasnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
-    "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 10, "batch_size": 16, "init_from": "cnn"}},
-    "shufflenetv2": {"cnn": {"epochs": 3}, "snn": {"epochs": 6, "batch_size": 16, "init_from": "cnn"}},
-    "xception": {"cnn": {"epochs": 3}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"}},
+    "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 10, "batch_size": 16, "init_from": "cnn"}, "loihi": LOIHI},
+    "shufflenetv2": {"cnn": {"epochs": 3}, "snn": {"epochs": 6, "batch_size": 16, "init_from": "cnn"},
+                     "loihi": LOIHI},
+    "xception": {"cnn": {"epochs": 3}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"},
+                 "loihi": LOIHI},
 }
 
 
