@@ -76,7 +76,8 @@ LOIHI = {"epochs": 2, "batch_size": 16, "lr": 3e-4, "init_from": "snn", "loihi_a
 RECIPES = {
     "squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
     "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
-    "mnasnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}},
+    "mnasnet": {"cnn": {"epochs": 3, "batch_size": 16}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"},
+                "loihi": LOIHI},
     "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 10, "batch_size": 16, "init_from": "cnn"}, "loihi": LOIHI},
     "shufflenetv2": {"cnn": {"epochs": 3}, "snn": {"epochs": 6, "batch_size": 16, "init_from": "cnn"},
                      "loihi": LOIHI},

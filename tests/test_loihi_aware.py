@@ -35,15 +35,17 @@ def test_to_grid_rounds_forward_and_passes_gradient_straight_through():
     assert w.grad.tolist() == [1.0, 2.0, 3.0]
 
 
-def test_grouping_follows_the_lava_plan(tiny_ckpt):
+def test_grouping_follows_the_lava_plan(tiny_ckpt, tiny_zoo):
     model = checkpoint.load(tiny_ckpt)
     grids = loihi_aware.population_grids(model, SHAPE)
     convs = {n for n, m in model.named_modules() if isinstance(m, ConvBN)}
     assert {c.module for g in grids for c in g.carriers} == convs       # every conv, once
-    # MnasNet's residual blocks: the identity projection (weight 1) shares the block output's scale
-    assert any(g.fixed_peak == 1.0 for g in grids)
-    # and the wide depthwise convs run as Sparse, with their own weight exponent
+    # the wide depthwise convs run as Sparse, with their own weight exponent
     assert any(c.exponent_free for g in grids for c in g.carriers)
+    # MixNet's residual adds before the neuron: the identity projection (weight 1) shares
+    # the block output's scale
+    mixnet = checkpoint.load(tiny_zoo / "mixnet" / "snn.pt")
+    assert any(g.fixed_peak == 1.0 for g in loihi_aware.population_grids(mixnet, SHAPE))
 
 
 def test_float_trained_weights_are_off_the_loihi_grid(tiny_ckpt):
