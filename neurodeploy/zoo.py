@@ -78,7 +78,10 @@ RECIPES = {
     "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
     "mnasnet": {"cnn": {"epochs": 3, "batch_size": 16}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"},
                 "loihi": LOIHI},
-    "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 10, "batch_size": 16, "init_from": "cnn"}, "loihi": LOIHI},
+    # MixNet's Loihi-aware stage trains on: 4 epochs at lr 1e-3 took it from 0.925 to 0.944
+    # (the shared 2 epochs at 3e-4: 0.924)
+    "mixnet": {"cnn": {"epochs": 3}, "snn": {"epochs": 10, "batch_size": 16, "init_from": "cnn"},
+               "loihi": {**LOIHI, "epochs": 4, "lr": 1e-3}},
     "shufflenetv2": {"cnn": {"epochs": 3}, "snn": {"epochs": 6, "batch_size": 16, "init_from": "cnn"},
                      "loihi": LOIHI},
     "xception": {"cnn": {"epochs": 3}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"},
