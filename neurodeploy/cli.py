@@ -429,9 +429,11 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
                 f"{k} {v['relative_difference']:.2%}" for k, v in worst))
             w = e.get("weight_quantisation")
             if w:
-                out.print(f"{name}: 8-bit weights: {w['exact_layers']}/{w['layers']} layers exactly on the grid "
-                          f"(--loihi-aware training puts them there); worst {w['worst_relative_error']:.2%} of a "
-                          f"layer's largest weight ({w['worst_layer']}); {w['clipped']} clipped")
+                worst = ("" if w["exact_layers"] == w["layers"] else
+                         f"; worst {w['worst_relative_error']:.2%} of a layer's largest weight ({w['worst_layer']}), "
+                         "--loihi-aware training puts them on it")
+                out.print(f"{name}: 8-bit weights: {w['exact_layers']}/{w['layers']} layers exactly on the grid"
+                          f"{worst}; {w['clipped']} clipped")
     emit(report, as_json, render)
     worst = min(e["agreement"] for e in report["targets"].values())
     if worst < min_agreement:
