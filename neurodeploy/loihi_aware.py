@@ -56,7 +56,7 @@ class PopulationGrid:
 
 def population_grids(model, input_shape) -> list:
     """The Lava compiler's grouping of the model's projections by target population."""
-    from .backends.lava.compiler import MAX_CONV_GROUPS, _carrier, _is_ones
+    from .backends.lava.compiler import _carrier, _has_exponent, _is_ones, path_fold
     from .backends.lava.plan import build_plan
     from .graph.export import export
     from .graph.metadata import conventions_of
@@ -79,7 +79,7 @@ def population_grids(model, input_shape) -> list:
             if not any(op.is_projection for op in p.ops):
                 continue
             op = p.ops[_carrier(p)]
-            fold = float(np.asarray(pop.gain).flat[0]) * float(np.prod([o.scale for o in p.ops]))
+            fold = path_fold(pop, p)
             if _is_ones(op):
                 fixed = max(fixed, float(np.max(np.abs(op.weight))) * fold if op.weight is not None else fold)
                 continue
@@ -87,8 +87,7 @@ def population_grids(model, input_shape) -> list:
             if module not in modules:
                 raise NeurodeployError(f"projection '{op.node}' into '{name}' comes from no ConvBN/LinearOut "
                                        "of the model; Loihi-aware training cannot place it on a grid")
-            free = op.kind == "dense" or (op.kind == "conv" and op.groups > MAX_CONV_GROUPS)
-            carriers.append(Carrier(module, fold, free))
+            carriers.append(Carrier(module, fold, _has_exponent(op)))
         if carriers:
             grids.append(PopulationGrid(name, tuple(dict.fromkeys(carriers)), fixed, np.asarray(pop.threshold)))
     seen = {}

@@ -147,15 +147,17 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
 
     model = build_from_config(cfg, info.num_classes, info.channels, size).to(device)
+    init_card = None
     if cfg.init_from and init_state is None:
-        init_state = _transfer_state(checkpoint.read(cfg.init_from)["state_dict"], model)
+        start_from = checkpoint.read(cfg.init_from)
+        init_state, init_card = _transfer_state(start_from["state_dict"], model), start_from["card"]
     if init_state is not None:
         model.load_state_dict(init_state)
     if cfg.loihi_aware:
         if cfg.twin != "snn":
             raise NeurodeployError("--loihi-aware fine-tunes a spiking twin; it has no meaning for the CNN twin")
         from . import loihi_aware
-        start = evaluate(model, x_test, y_test, device=device)["accuracy"] if cfg.init_from else None
+        accuracy_before = evaluate(model, x_test, y_test, device=device)["accuracy"] if cfg.init_from else None
         on_grid = loihi_aware.OnTheGrid(model, (info.channels, size, size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
@@ -252,8 +254,8 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
     if cfg.loihi_aware:
         card["loihi_aware"] = {
             "weights": "on the Loihi 8-bit grid of their population, BatchNorm frozen (neurodeploy/loihi_aware.py)",
-            "test_accuracy_before": start,
-            "started_from": checkpoint.read(cfg.init_from)["card"].get("config") if cfg.init_from else None}
+            "test_accuracy_before": accuracy_before,
+            "started_from": init_card.get("config") if init_card else None}
     model.name = cfg.model
     checkpoint.save(out_dir / f"{cfg.twin}.pt", model, card)
     last_path.unlink(missing_ok=True)

@@ -69,13 +69,9 @@ def test_card_was_trained_by_the_documented_recipe(name, twin):
 def test_loihi_aware_zoo_model_is_exactly_on_the_lava_compilers_grid(name):
     """The Loihi-aware spiking twins: the Lava compiler finds every weight already an
     8-bit integer of its population's scale (so Lava runs the trained network's weights)."""
-    from neurodeploy.backends.lava.compiler import Quantised
-    from neurodeploy.backends.lava.plan import build_plan
+    from neurodeploy.backends import lava
     from neurodeploy.graph.export import export
-    from neurodeploy.graph.metadata import conventions_of
     model = checkpoint.load(zoo.checkpoint_path(name, "snn"))
     assert model.card["loihi_aware"]["test_accuracy_before"] > 0
-    graph = export(model, (1, 32, 32))
-    q = Quantised(build_plan(graph, conventions_of(graph)), "fixed")
-    for layer, rep in q.report["layers"].items():
-        assert rep["max_abs_error"] == 0 and rep["clipped"] == 0, layer
+    weights = lava.compile(export(model, (1, 32, 32)), precision="fixed").weight_quantisation
+    assert weights["exact_layers"] == weights["layers"] and weights["clipped"] == 0, weights

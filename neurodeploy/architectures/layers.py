@@ -80,6 +80,16 @@ def fold_batchnorm(w: torch.Tensor, b: torch.Tensor, bn):
     return w * scale.view((-1,) + (1,) * (w.dim() - 1)), (b - bn.running_mean) * scale + bn.bias
 
 
+def deploy(w: torch.Tensor, b: torch.Tensor, loihi_step: float | None, snap: bool):
+    """Folded (weight, bias) -> the deployed ones: rounded to the Loihi grid if the layer
+    was trained on it, then (spiking twin) snapped to the exact grid; detached."""
+    if loihi_step is not None:
+        w = torch.round(w / loihi_step) * loihi_step
+    if snap:
+        w, b = snap_to_exact_grid(w, b)
+    return w.detach(), b.detach()
+
+
 def to_grid(w: torch.Tensor, step: float) -> torch.Tensor:
     """w rounded to multiples of ``step`` in the forward pass; the gradient passes straight
     through the rounding (the straight-through estimator of quantisation-aware training)."""
@@ -172,12 +182,7 @@ class ConvBN(nn.Module):
     def deployed_parameters(self):
         """(weight, bias) with BN folded, on the Loihi grid if trained on it, and for the
         spiking twin snapped."""
-        w, b = self.folded()
-        if self.loihi_step is not None:
-            w = torch.round(w / self.loihi_step) * self.loihi_step
-        if self.snap:
-            w, b = snap_to_exact_grid(w, b)
-        return w.detach(), b.detach()
+        return deploy(*self.folded(), self.loihi_step, self.snap)
 
     def forward(self, x):
         c = self.conv
@@ -210,12 +215,7 @@ class LinearOut(nn.Module):
         return fold_batchnorm(self.fc.weight, self.fc.bias, self.bn)
 
     def deployed_parameters(self):
-        w, b = self.folded()
-        if self.loihi_step is not None:
-            w = torch.round(w / self.loihi_step) * self.loihi_step
-        if self.snap:
-            w, b = snap_to_exact_grid(w, b)
-        return w.detach(), b.detach()
+        return deploy(*self.folded(), self.loihi_step, self.snap)
 
     def forward(self, x):
         if self.training and self.loihi_step is not None:   # Loihi-aware fine-tuning

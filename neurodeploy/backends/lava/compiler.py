@@ -79,7 +79,7 @@ class Quantised:
             self._fixed(name, pop, paths)
 
     def _fixed(self, name, pop, paths):
-        g = pop.gain * pop.w_in if pop.cuba else pop.gain    # folded into the weights
+        g = population_gain(pop)    # folded into the weights
         if not np.all(g == g.flat[0]):
             raise PlanError(f"population '{name}': fixed point needs one gain (r*dt/tau"
                             f"{' * w_in' if pop.cuba else ''}) per population")
@@ -91,7 +91,7 @@ class Quantised:
             if not any(op.is_projection for op in p.ops):
                 continue   # the Input straight into the population (maybe flattened)
             c = _carrier(p)
-            fold = g * float(np.prod([op.scale for op in p.ops]))
+            fold = path_fold(pop, p)
             carriers[id(p)] = (c, p.ops[c].weight * fold, fold, _has_exponent(p.ops[c]))
         peaks = [float(np.max(np.abs(w))) for _, w, _, _ in carriers.values() if w.size]
         s = fx.population_scale(peaks, pop.threshold)
@@ -129,6 +129,17 @@ class Quantised:
                     es.append(0)
                     hs.append(o.effective_weight())
             self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = ws, es, hs
+
+
+def population_gain(pop) -> np.ndarray:
+    """The factor on a population's input current (r*dt/tau, times w_in for CubaLIF)."""
+    return pop.gain * pop.w_in if pop.cuba else pop.gain
+
+
+def path_fold(pop, path: Path) -> float:
+    """What fixed point folds into a path's carrier weights: the population's gain (one
+    value, checked in ``Quantised``) times the path's pooling factors."""
+    return float(population_gain(pop).flat[0]) * float(np.prod([op.scale for op in path.ops]))
 
 
 def _has_exponent(op) -> bool:
