@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from .. import dynamics
 from ..errors import NeurodeployError
 from ..graph.metadata import conventions_of
+from . import host_memory, lif_cpu
 from .base import PopulationCounts, ProjectionCounts, RunCounters, RunResult
 
 NEURONS = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
@@ -281,6 +282,7 @@ class _Population(_Op):
                                    c.v_reset, f32(1.0 - dt / np.asarray(n.tau_syn, np.float64)),
                                    f32(np.asarray(n.w_in, np.float64) * dt / np.asarray(n.tau_syn, np.float64)))
         self.spiking = self.p.threshold is not None
+        self._flat_params = {}
         for t in (self.p.decay, self.p.gain, self.p.threshold):
             if t is not None and torch.isnan(t).any():
                 raise NeurodeployError(f"node {name} ({self.kind}) has NaN parameters; re-export the graph")
@@ -311,6 +313,52 @@ class _Population(_Op):
                 v = torch.where(fired > 0, p.v_reset.expand_as(v), v)
         return out, {"v": v, "i": None}
 
+    def scan_layer(self, x, static, T, b):
+        """The layer-serial step: x is the summed current, (b, ...) when static (the same
+        at every timestep) or (T*b, ...). Returns the output (T, b, ...) and, when the
+        compiled loop ran, its counts (:class:`_LoopCounts`), else None.
+
+        On CPU a spiking population without a synaptic stage runs as one compiled loop
+        (:mod:`.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
+        channels-last there, the layout the spike-fed convolutions after it want."""
+        if not self._compiled_loop_fits(x):
+            current = x.unsqueeze(0).expand(T, *x.shape) if static else x.reshape(T, b, *x.shape[1:])
+            return self.scan(current)[0], None
+        if x.dim() == 4 and not _channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)
+        channels_last = _channels_last(x)
+        out = torch.empty((T * b,) + tuple(x.shape[1:]), dtype=x.dtype,
+                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        current = _as_matrix(x).contiguous().numpy()
+        spikes, inputs, per_position = lif_cpu.lif_scan(
+            current.reshape(1 if static else T, b, -1), self._memory_order_params(x),
+            _as_matrix(out).numpy().reshape(T, b, -1), torch.get_num_threads())
+        per_position = torch.from_numpy(per_position)
+        if channels_last:    # memory order (H, W, C) -> the population's (C, H, W)
+            c, h, w = x.shape[1:]
+            per_position = per_position.view(h, w, c).permute(2, 0, 1)
+        counts = _LoopCounts(torch.from_numpy(spikes).float(), float(inputs.sum()),
+                             per_position.reshape(x.shape[1:]))
+        return out.view((T, b) + tuple(x.shape[1:])), counts
+
+    def _compiled_loop_fits(self, x) -> bool:
+        return (lif_cpu.AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.spiking and self.p.syn_decay is None and not x.requires_grad and x.dim() in (2, 4))
+
+    def _memory_order_params(self, x) -> dict:
+        """The LIF coefficients as (1,) when uniform, else flattened in x's memory order."""
+        key = _channels_last(x)
+        if key not in self._flat_params:
+            flat = {}
+            for k in ("decay", "gain", "leak", "threshold", "v_reset"):
+                a = getattr(self.p, k).expand(x.shape[1:])
+                if bool((a == a.reshape(-1)[0]).all()):
+                    flat[k] = a.reshape(-1)[:1].numpy()
+                else:
+                    flat[k] = (a.permute(1, 2, 0) if key else a).contiguous().reshape(-1).numpy()
+            self._flat_params[key] = flat
+        return self._flat_params[key]
+
     def scan(self, current, state=None):
         """current: (T, B, *shape) -> output (T, B, *shape); state carried for step-by-step runs."""
         p = self.p
@@ -334,6 +382,15 @@ class _Population(_Op):
             else:
                 outs.append(v)
         return torch.stack(outs), {"v": v, "i": i_syn}
+
+
+@dataclass
+class _LoopCounts:
+    """What the compiled LIF loop counted in its pass: spikes per sample (b,), nonzero
+    input currents (all samples and timesteps), spikes per neuron summed over T and b."""
+    spikes_per_sample: torch.Tensor
+    input_events: float
+    spikes_per_neuron: torch.Tensor
 
 
 class _Threshold(_Op):
@@ -385,6 +442,16 @@ def _channels_last(x: torch.Tensor) -> bool:
 def _as_matrix(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) -> an (N, M) view in memory order (NHWC for channels-last x); a copy only when neither."""
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1) if _channels_last(x) else x.reshape(x.shape[0], -1)
+
+
+def _all_binary(x: torch.Tensor) -> bool:
+    """Every value is 0 or 1. Looks at the first 64 Ki values first: real-valued inputs
+    (pooled spikes, images) show it there, without a pass over the whole tensor."""
+    flat = _as_matrix(x).reshape(-1)
+    for part in (flat[:1 << 16], flat):
+        if not bool(((part == 0) | (part == 1)).all()):
+            return False
+    return True
 
 
 def _sum_over_batch(x: torch.Tensor) -> torch.Tensor:
@@ -466,6 +533,7 @@ class TorchProgram:
         self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
         self.spike_fed = {name: self._fed_by_spikes(name) for name in self.nodes}
         if self.device.type == "cpu":
+            host_memory.reuse_freed_memory()
             for name, op in self.ops.items():
                 if isinstance(op, _Projection) and self.spike_fed[name]:
                     op.use_channels_last()
@@ -549,7 +617,9 @@ class TorchProgram:
         spikes = {k: torch.cat(v).numpy() for k, v in pop_counts.items()} if record_populations else {}
         return RunResult(outputs=out, counters=counters, population_spike_counts=spikes, seconds=seconds)
 
-    def _count_projection(self, op: _Projection, x, static, T, counters):
+    def _count_projection(self, op: _Projection, x, static, T, counters, spikes_per_input=None):
+        """spikes_per_input: the input's spikes summed over T and b, when the population's
+        compiled loop already counted them (else they are summed here)."""
         c = counters.projections.get(op.name)
         if c is None:
             c = counters.projections[op.name] = ProjectionCounts(
@@ -558,20 +628,28 @@ class TorchProgram:
         fan = op.fanout(x.shape[1:])
         repeat = T if static else 1          # a static input is presented at every timestep
         spike_fed = self.spike_fed[op.name]
-        if c.binary_input and not spike_fed and not bool(((x == 0) | (x == 1)).all()):
+        if c.binary_input and not spike_fed and not _all_binary(x):
             c.binary_input = False
         # per input position, how many samples/steps had a nonzero value there (spikes: their sum)
-        active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
+        if spikes_per_input is not None and spike_fed:
+            active = spikes_per_input.reshape(fan.shape)
+        else:
+            active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
         c.effective_ops += float((active * fan).sum()) * repeat
         c.dense_ops += float(fan.sum()) * x.shape[0] * repeat
 
-    def _count_population(self, op: _Population, current, out, counters, b):
+    def _count_population(self, op: _Population, x, static, out, counters, b, loop_counts=None):
+        """x: the population's summed input current, (b, ...) if static (every timestep), else (T*b, ...)."""
         c = counters.populations.get(op.name)
         if c is None:
             c = counters.populations[op.name] = PopulationCounts(kind=op.kind, neurons=int(np.prod(out.shape[2:])))
         T = out.shape[0]
         c.neuron_updates += float(c.neurons * T * b)
-        c.input_events += float(torch.count_nonzero(current))
+        if loop_counts is not None:
+            c.input_events += loop_counts.input_events
+            c.spikes += float(loop_counts.spikes_per_sample.sum())
+            return loop_counts.spikes_per_sample
+        c.input_events += float(torch.count_nonzero(x)) * (T if static else 1)
         per_sample = _sum_per_row(out.reshape(T * b, *out.shape[2:])).view(T, b).sum(0) if op.spiking \
             else torch.zeros(b)
         c.spikes += float(per_sample.sum())
@@ -602,6 +680,7 @@ class TorchProgram:
     def _run_layer_serial(self, xb, static, T, b, counters):
         values = {}   # node -> (tensor, static?) ; static tensors are (b, ...), others (T*b, ...)
         pops = {}
+        spikes_per_neuron = {}   # population (or a Flatten of one) -> its spikes summed over T and b
         for name in self.order:
             op = self.ops[name]
             if name == self.inputs[0]:
@@ -610,18 +689,23 @@ class TorchProgram:
             x, s = self._gather(name, values, T, b)
             self._check_shape(name, x)
             if isinstance(op, _Population):
-                current = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
-                out, _ = op.scan(current)
+                out, loop_counts = op.scan_layer(x, s, T, b)
                 if counters is not None:
-                    pops[name] = self._count_population(op, current, out, counters, b)
+                    pops[name] = self._count_population(op, x, s, out, counters, b, loop_counts)
+                    if loop_counts is not None:
+                        spikes_per_neuron[name] = loop_counts.spikes_per_neuron
                 values[name] = (out.reshape(T * b, *out.shape[2:]), False)
             elif getattr(op, "kind", None) == "Delay":
                 seq = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
                 shifted = torch.cat([torch.zeros_like(seq[:op.steps]), seq[:T - op.steps]]) if op.steps else seq
                 values[name] = (shifted.reshape(T * b, *seq.shape[2:]), False)
             else:
+                preds = self.preds[name]
+                known = spikes_per_neuron.get(preds[0]) if len(preds) == 1 else None
+                if isinstance(op, _Flatten) and known is not None:
+                    spikes_per_neuron[name] = known.reshape(-1)
                 if isinstance(op, _Projection) and counters is not None:
-                    self._count_projection(op, x, s, T, counters)
+                    self._count_projection(op, x, s, T, counters, known)
                 try:
                     values[name] = (op.output(x) if isinstance(op, _Projection) else op.apply(x), s)
                 except RuntimeError as e:
@@ -653,7 +737,7 @@ class TorchProgram:
                     x = x + v
                 if isinstance(op, _Population):
                     out, state[name] = op.scan(x.unsqueeze(0), state.get(name))
-                    pops[name] = pops.get(name, 0) + self._count_population(op, x.unsqueeze(0), out, counters, b)
+                    pops[name] = pops.get(name, 0) + self._count_population(op, x, False, out, counters, b)
                     values[name] = (out[0], False)
                 elif getattr(op, "kind", None) == "Delay":
                     raise NeurodeployError(f"node {name}: Delay inside a recurrent graph is not supported")

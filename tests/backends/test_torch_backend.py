@@ -628,3 +628,41 @@ def test_spike_fed_convs_run_channels_last_and_match_plain_nchw():
     assert expected.sum() > 0 and (1 - expected).sum() > 0      # spikes and silences both happen
     np.testing.assert_array_equal(res.outputs, expected)
     assert res.counters.populations["l3"].spikes == expected.sum()
+
+
+@pytest.mark.parametrize("static_input", [True, False])
+def test_compiled_lif_loop_equals_torch_ops_and_counts_the_same(monkeypatch, static_input):
+    """The compiled CPU loop (backends/lif_cpu.py) against the torch ops it replaces, on
+    a conv -> LIF (per-neuron decay, threshold, reset and leak; channels-last) -> conv ->
+    LIF (uniform) graph, an odd batch split over two threads: identical spikes and counters."""
+    from neurodeploy.backends import lif_cpu
+    rng = np.random.default_rng(11)
+    c, hw = 3, (5, 5)
+    shape = (c, *hw)
+    first = lif(rng.choice([0.5, 0.75, 0.875], size=shape), 1.0, thr=rng.choice([0.5, 1.0], size=shape),
+                v_reset=rng.choice([0.0, 0.125], size=shape), v_leak=rng.choice([0.0, 0.25], size=shape), shape=shape)
+    w1 = (rng.integers(-8, 9, size=(c, 1, 3, 3)) / 8.0).astype(np.float32)
+    w2 = (rng.integers(-8, 9, size=(c, c, 3, 3)) / 8.0).astype(np.float32)
+    nodes = {"conv1": _conv(w1, np.zeros(c), padding=1, in_hw=hw), "lif1": first,
+             "conv2": _conv(w2, np.full(c, 0.25), padding=1, in_hw=hw), "lif2": lif(0.9, shape=shape)}
+    g = chain(list(nodes.items()), [1, *hw], list(shape))
+    T, n = 7, 9
+    # dyadic inputs, so that membranes land exactly on a threshold (strict ">" is tested)
+    x = (rng.integers(0, 9, size=(n, 1, *hw) if static_input else (T, n, 1, *hw)) / 8.0).astype(np.float32)
+    calls = []
+    scan = lif_cpu.lif_scan
+    monkeypatch.setattr(lif_cpu, "lif_scan", lambda *a: calls.append(a[3]) or scan(*a))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compiled = torch_compile(g, device="cpu").run(x, timesteps=T, batch_size=n)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [2, 2]                     # both populations ran in the compiled loop, on two threads
+    monkeypatch.setattr(lif_cpu, "AVAILABLE", False)
+    plain = torch_compile(g, device="cpu").run(x, timesteps=T, batch_size=n)
+    assert 0 < compiled.outputs.mean() < 1
+    np.testing.assert_array_equal(compiled.outputs, plain.outputs)
+    assert compiled.counters.to_dict() == plain.counters.to_dict()
+    for name in ("lif1", "lif2"):
+        np.testing.assert_array_equal(compiled.population_spike_counts[name], plain.population_spike_counts[name])
