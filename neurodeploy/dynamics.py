@@ -99,14 +99,55 @@ def spike(x: torch.Tensor, slope: float = 2.0) -> torch.Tensor:
     return _SpikeFn.apply(x, slope)
 
 
+class _CompiledLIFScan(torch.autograd.Function):
+    """lif_scan on CPU as two compiled loops (:mod:`neurodeploy.lif_cpu`): the forward
+    pass (the same float32 arithmetic, so the same spikes) and its backpropagation
+    through time. In torch ops the scan is four passes over the membrane per
+    timestep, and indexing current[t] costs a zero-filled (T, B, ...) tensor per
+    step in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, current, c: LIFCoefficients, slope: float):
+        from . import lif_cpu
+        T, B = current.shape[:2]
+        static = current.stride(0) == 0                # a static input expanded over T
+        flat = (current[:1] if static else current).contiguous().reshape(1 if static else T, B, -1)
+        decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
+        threads = torch.get_num_threads()
+        spikes, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads)
+        ctx.save_for_backward(torch.from_numpy(membrane))
+        ctx.shape, ctx.args = current.shape, (decay, gain, threshold, slope, threads)
+        return torch.from_numpy(spikes).view(current.shape)
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        from . import lif_cpu
+        (membrane,) = ctx.saved_tensors
+        decay, gain, threshold, slope, threads = ctx.args
+        T, B = ctx.shape[:2]
+        g = grad_spikes.contiguous().reshape(T, B, -1).numpy()
+        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads)
+        return torch.from_numpy(grad).view(ctx.shape), None, None      # expand() sums a static one over T
+
+
+def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
+    from . import lif_cpu
+    return (lif_cpu.AVAILABLE and current.device.type == "cpu" and current.dtype == torch.float32
+            and all(t.numel() == 1 for t in (c.decay, c.gain, c.leak, c.threshold, c.v_reset))
+            and float(c.v_reset) == 0.0)
+
+
 def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float = 2.0,
              return_membrane: bool = False):
     """Run the LIF recurrence over the leading time axis.
 
     current: (T, B, *population_shape) input current, already summed over fan-in.
     Returns spikes (T, B, *shape) and, if asked, the membrane after reset.
-    Differentiable (arctan surrogate) when autograd is on.
+    Differentiable (arctan surrogate) when autograd is on. On CPU, a population with
+    shared parameters and reset to zero runs as compiled loops (_CompiledLIFScan).
     """
+    if not return_membrane and _compiled_scan_fits(current, c):
+        return _CompiledLIFScan.apply(current, c, surrogate_slope)
     v = torch.zeros_like(current[0])
     spikes, membranes = [], []
     zero_reset = bool((c.v_reset == 0).all())

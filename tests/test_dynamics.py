@@ -137,3 +137,33 @@ def test_lif_module_static_input_equals_sequence():
                        np.float32(1), np.float32(0))
     np.testing.assert_array_equal(static.reshape(5, 3, 4).numpy(), exp)
     assert 0 < exp.mean() < 1
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_compiled_cpu_scan_equals_torch_ops_forward_and_backward(monkeypatch, static):
+    """The architectures' LIF (shared beta, reset to zero) runs on CPU as compiled
+    forward and backward loops (neurodeploy/lif_cpu.py): the same spikes bit for bit
+    as the torch ops, and the same gradient (BPTT through the arctan surrogate) to
+    float32 rounding, for a time-varying and for a static (expanded) current."""
+    from neurodeploy import lif_cpu
+    lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
+    c = lif.coefficients("cpu")
+    rng = np.random.default_rng(5)
+    T, B = 6, 5
+    base = torch.from_numpy(rng.normal(0.4, 0.8, (1 if static else T, B, 3, 4, 4)).astype(np.float32))
+    weights = torch.from_numpy(rng.normal(size=(T, B, 3, 4, 4)).astype(np.float32))
+
+    def spikes_and_grad():
+        x = base.clone().requires_grad_(True)
+        s = dynamics.lif_scan(x.expand(T, *x.shape[1:]) if static else x, c, lif.surrogate_slope)
+        (s * weights).sum().backward()
+        return s, x.grad, s.grad_fn
+    s_compiled, g_compiled, fn = spikes_and_grad()
+    assert type(fn).__name__ == "_CompiledLIFScanBackward"
+    monkeypatch.setattr(lif_cpu, "AVAILABLE", False)
+    s_ops, g_ops, fn = spikes_and_grad()
+    assert type(fn).__name__ != "_CompiledLIFScanBackward"
+    assert 0.05 < float(s_ops.mean()) < 0.95
+    assert torch.equal(s_compiled, s_ops)
+    torch.testing.assert_close(g_compiled, g_ops, rtol=1e-5, atol=1e-6)
+    assert float(g_ops.abs().max()) > 0.1

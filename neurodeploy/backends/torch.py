@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from .. import dynamics
 from ..errors import NeurodeployError
 from ..graph.metadata import conventions_of
-from . import host_memory, lif_cpu
+from .. import host_memory, lif_cpu
 from .base import PopulationCounts, ProjectionCounts, RunCounters, RunResult
 
 NEURONS = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
@@ -319,7 +319,7 @@ class _Population(_Op):
         compiled loop ran, its counts (:class:`_LoopCounts`), else None.
 
         On CPU a spiking population without a synaptic stage runs as one compiled loop
-        (:mod:`.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
+        (:mod:`neurodeploy.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
         channels-last there, the layout the spike-fed convolutions after it want."""
         if not self._compiled_loop_fits(x):
             current = x.unsqueeze(0).expand(T, *x.shape) if static else x.reshape(T, b, *x.shape[1:])

@@ -632,10 +632,10 @@ def test_spike_fed_convs_run_channels_last_and_match_plain_nchw():
 
 @pytest.mark.parametrize("static_input", [True, False])
 def test_compiled_lif_loop_equals_torch_ops_and_counts_the_same(monkeypatch, static_input):
-    """The compiled CPU loop (backends/lif_cpu.py) against the torch ops it replaces, on
+    """The compiled CPU loop (neurodeploy/lif_cpu.py) against the torch ops it replaces, on
     a conv -> LIF (per-neuron decay, threshold, reset and leak; channels-last) -> conv ->
     LIF (uniform) graph, an odd batch split over two threads: identical spikes and counters."""
-    from neurodeploy.backends import lif_cpu
+    from neurodeploy import lif_cpu
     rng = np.random.default_rng(11)
     c, hw = 3, (5, 5)
     shape = (c, *hw)

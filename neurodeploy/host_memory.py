@@ -8,7 +8,8 @@ allocating and touching 200 MB costs 87 ms on this 2-core CPU against 9 ms to
 overwrite it in place, and the torch backend ran SqueezeNet 1.8x faster with
 mmap disabled (bench_inference.py, 57 -> 101 samples/s).
 
-``reuse_freed_memory()`` tells glibc (``mallopt``) to serve large blocks from its
+The CPU paths call it (the torch backend's programs and the compiled LIF loops of
+:mod:`neurodeploy.lif_cpu`, which training uses too). ``reuse_freed_memory()`` tells glibc (``mallopt``) to serve large blocks from its
 heap and to keep freed memory there, which is what tcmalloc and jemalloc do by
 default and what PyTorch's CPU performance guide gets by preloading them. The
 cost: the process keeps its peak memory until it exits. It is a no-op on
