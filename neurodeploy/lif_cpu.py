@@ -43,53 +43,61 @@ except ImportError:    # the torch ops in backends/torch.py do the same arithmet
 AVAILABLE = numba is not None
 
 if AVAILABLE:
+    # Every loop takes whole C-contiguous arrays plus the sample range [lo, hi) it owns
+    # (and a channel offset c0), and works on 1-D rows: passed-in slices or 2-D
+    # indexing with an offset leave the innermost loop scalar (3-4x slower).
     @njit(cache=True, nogil=True)
-    def _scan_uniform(current, decay, gain, leak, threshold, v_reset, spikes, counts, per_position):
-        T, B, M = spikes.shape
+    def _scan_uniform(lo, hi, c0, current, decay, gain, leak, threshold, v_reset, spikes, counts, per_position):
+        T, R, K = spikes.shape[0], current.shape[2], current.shape[3]
         static = current.shape[0] == 1
-        for b in range(B):
-            v = np.zeros(M, np.float32)
+        for b in range(lo, hi):
+            v = np.zeros((R, K), np.float32)
             n_spikes, n_inputs = 0, 0
             for t in range(T):
-                i_t = current[0, b] if static else current[t, b]
-                s_t = spikes[t, b]
-                for i in range(M):
-                    x = (v[i] * decay + gain * i_t[i]) + leak
-                    fired = x > threshold
-                    s_t[i] = np.float32(fired)
-                    v[i] = v_reset if fired else x
-                    per_position[i] += np.float32(fired)
-                    n_spikes += fired
-                    n_inputs += i_t[i] != 0
-            counts[b, 0], counts[b, 1] = n_spikes, n_inputs
+                for r in range(R):       # one row of K neurons: 1-D views the loop below vectorises
+                    i_r, v_r = current[0 if static else t, b, r], v[r]
+                    s_r, p_r = spikes[t, b, r, c0:c0 + K], per_position[r, c0:c0 + K]
+                    for k in range(K):
+                        x = (v_r[k] * decay + gain * i_r[k]) + leak
+                        fired = x > threshold
+                        s_r[k] = np.float32(fired)
+                        v_r[k] = v_reset if fired else x
+                        p_r[k] += np.float32(fired)
+                        n_spikes += fired
+                        n_inputs += i_r[k] != 0
+            counts[b, 0] += n_spikes
+            counts[b, 1] += n_inputs
 
     @njit(cache=True, nogil=True)
-    def _scan_per_neuron(current, decay, gain, leak, threshold, v_reset, spikes, counts, per_position):
-        T, B, M = spikes.shape
+    def _scan_per_neuron(lo, hi, c0, current, decay, gain, leak, threshold, v_reset, spikes, counts, per_position):
+        T, R, K = spikes.shape[0], current.shape[2], current.shape[3]
         static = current.shape[0] == 1
-        for b in range(B):
-            v = np.zeros(M, np.float32)
+        for b in range(lo, hi):
+            v = np.zeros((R, K), np.float32)
             n_spikes, n_inputs = 0, 0
             for t in range(T):
-                i_t = current[0, b] if static else current[t, b]
-                s_t = spikes[t, b]
-                for i in range(M):
-                    x = (v[i] * decay[i] + gain[i] * i_t[i]) + leak[i]
-                    fired = x > threshold[i]
-                    s_t[i] = np.float32(fired)
-                    v[i] = v_reset[i] if fired else x
-                    per_position[i] += np.float32(fired)
-                    n_spikes += fired
-                    n_inputs += i_t[i] != 0
-            counts[b, 0], counts[b, 1] = n_spikes, n_inputs
-
+                for r in range(R):
+                    i_r, v_r = current[0 if static else t, b, r], v[r]
+                    s_r, p_r = spikes[t, b, r, c0:c0 + K], per_position[r, c0:c0 + K]
+                    d_r, g_r, l_r = decay[r, c0:c0 + K], gain[r, c0:c0 + K], leak[r, c0:c0 + K]
+                    th_r, vr_r = threshold[r, c0:c0 + K], v_reset[r, c0:c0 + K]
+                    for k in range(K):
+                        x = (v_r[k] * d_r[k] + g_r[k] * i_r[k]) + l_r[k]
+                        fired = x > th_r[k]
+                        s_r[k] = np.float32(fired)
+                        v_r[k] = vr_r[k] if fired else x
+                        p_r[k] += np.float32(fired)
+                        n_spikes += fired
+                        n_inputs += i_r[k] != 0
+            counts[b, 0] += n_spikes
+            counts[b, 1] += n_inputs
 
     @njit(cache=True, nogil=True)
-    def _train_forward(current, decay, gain, leak, threshold, spikes, membrane):
+    def _train_forward(lo, hi, current, decay, gain, leak, threshold, spikes, membrane):
         """Zero reset; keeps the membrane before reset for the surrogate gradient."""
-        T, B, M = spikes.shape
+        T, M = spikes.shape[0], spikes.shape[2]
         static = current.shape[0] == 1
-        for b in range(B):
+        for b in range(lo, hi):
             v = np.zeros(M, np.float32)
             for t in range(T):
                 i_t = current[0, b] if static else current[t, b]
@@ -102,12 +110,12 @@ if AVAILABLE:
                     v[i] = np.float32(0.0) if fired else x
 
     @njit(cache=True, nogil=True)
-    def _train_backward(grad_spikes, membrane, decay, gain, threshold, slope, grad_current):
+    def _train_backward(lo, hi, grad_spikes, membrane, decay, gain, threshold, slope, grad_current):
         """Backpropagation through time of _train_forward (see lif_scan_backward)."""
-        T, B, M = grad_spikes.shape
+        T, M = grad_spikes.shape[0], grad_spikes.shape[2]
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
-        for b in range(B):
+        for b in range(lo, hi):
             dv_later = np.zeros(M, np.float32)      # dL/dv[t+1]
             for t in range(T - 1, -1, -1):
                 g_t, m_t, out = grad_spikes[t, b], membrane[t, b], grad_current[t, b]
@@ -142,29 +150,31 @@ def _over_samples(work, chunks) -> None:
         job.result()
 
 
-def lif_scan(current: np.ndarray, params: dict, spikes: np.ndarray, threads: int):
-    """Write the spikes of a LIF population into ``spikes`` (T, B, M) and count them.
+def lif_scan(current: np.ndarray, params: dict, spikes: np.ndarray, counts: np.ndarray,
+             per_position: np.ndarray, threads: int, channel_offset: int = 0) -> None:
+    """Write the spikes of a LIF population into ``spikes`` and count them.
 
-    current: (T or 1, B, M) float32; params: decay, gain, leak, threshold, v_reset
-    as float32 arrays of shape (1,) or (M,) in the memory order of ``current``.
-    Returns (spikes per sample (B,), nonzero input currents per sample summed over
-    the T steps (B,), spikes per neuron summed over T and B (M,)): the counters
-    come out of the same pass over the data."""
+    The neurons are laid out as (R, C) per sample, in memory order: (1, M) for a
+    vector or (H*W, C) for a channels-last population. ``current`` (T or 1, B, R, K)
+    drives the channels [channel_offset, channel_offset + K): all of them, or the
+    slice that one branch of a concatenation writes (its spikes go straight into
+    their place). spikes: (T, B, R, C); params: decay, gain, leak, threshold,
+    v_reset as float32 (1,) when the population shares them, else (R, C). The
+    counters are added to in the same pass: ``counts`` (B, 2) spikes and nonzero
+    input currents per sample (over the T steps), ``per_position`` (R, C) spikes
+    per neuron over T and B. All arrays C-contiguous."""
     reuse_freed_memory()
-    p = [np.ascontiguousarray(params[k], dtype=np.float32)
-         for k in ("decay", "gain", "leak", "threshold", "v_reset")]
+    p = [np.asarray(params[k], dtype=np.float32) for k in ("decay", "gain", "leak", "threshold", "v_reset")]
     if all(a.size == 1 for a in p):
-        kernel, p = _scan_uniform, [np.float32(a[0]) for a in p]
+        kernel, p = _scan_uniform, [np.float32(a.reshape(-1)[0]) for a in p]
     else:
-        m = spikes.shape[2]
-        kernel, p = _scan_per_neuron, [np.full(m, a[0], np.float32) if a.size == 1 else a for a in p]
-    T, B, M = spikes.shape
-    chunks = _chunks(B, threads)
-    counts = np.zeros((B, 2), np.int64)
-    per_position = np.zeros((len(chunks), M), np.float32)
-    _over_samples(lambda k, lo, hi: kernel(current[:, lo:hi], *p, spikes[:, lo:hi], counts[lo:hi],
-                                           per_position[k]), chunks)
-    return counts[:, 0], counts[:, 1], per_position.sum(0)
+        kernel, p = _scan_per_neuron, [np.ascontiguousarray(np.broadcast_to(a if a.size > 1 else a.reshape(1, 1),
+                                                                            spikes.shape[2:])) for a in p]
+    chunks = _chunks(spikes.shape[1], threads)
+    per_chunk = np.zeros((len(chunks),) + per_position.shape, np.float32)
+    _over_samples(lambda k, lo, hi: kernel(lo, hi, channel_offset, current, *p, spikes, counts, per_chunk[k]),
+                  chunks)
+    per_position += per_chunk.sum(0)
 
 
 def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak: float, threshold: float,
@@ -178,8 +188,8 @@ def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak:
     spikes = np.empty((T, B, M), np.float32)
     membrane = np.empty((T, B, M), np.float32)
     d, g, l, th = (np.float32(v) for v in (decay, gain, leak, threshold))
-    _over_samples(lambda k, lo, hi: _train_forward(current[:, lo:hi], d, g, l, th, spikes[:, lo:hi],
-                                                   membrane[:, lo:hi]), _chunks(B, threads))
+    _over_samples(lambda k, lo, hi: _train_forward(lo, hi, current, d, g, l, th, spikes, membrane),
+                  _chunks(B, threads))
     return spikes, membrane
 
 
@@ -198,6 +208,6 @@ def lif_scan_backward(grad_spikes: np.ndarray, membrane: np.ndarray, decay: floa
     T, B, M = grad_spikes.shape
     grad = np.empty((T, B, M), np.float32)
     d, g, th, sl = (np.float32(v) for v in (decay, gain, threshold, slope))
-    _over_samples(lambda k, lo, hi: _train_backward(grad_spikes[:, lo:hi], membrane[:, lo:hi], d, g, th, sl,
-                                                    grad[:, lo:hi]), _chunks(B, threads))
+    _over_samples(lambda k, lo, hi: _train_backward(lo, hi, grad_spikes, membrane, d, g, th, sl, grad),
+                  _chunks(B, threads))
     return grad

@@ -321,41 +321,64 @@ class _Population(_Op):
         On CPU a spiking population without a synaptic stage runs as one compiled loop
         (:mod:`neurodeploy.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
         channels-last there, the layout the spike-fed convolutions after it want."""
-        if not self._compiled_loop_fits(x):
+        if not self.compiled_loop_fits(x):
             current = x.unsqueeze(0).expand(T, *x.shape) if static else x.reshape(T, b, *x.shape[1:])
             return self.scan(current)[0], None
         if x.dim() == 4 and not _channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
-        channels_last = _channels_last(x)
-        out = torch.empty((T * b,) + tuple(x.shape[1:]), dtype=x.dtype,
-                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        current = _as_matrix(x).contiguous().numpy()
-        spikes, inputs, per_position = lif_cpu.lif_scan(
-            current.reshape(1 if static else T, b, -1), self._memory_order_params(x),
-            _as_matrix(out).numpy().reshape(T, b, -1), torch.get_num_threads())
-        per_position = torch.from_numpy(per_position)
-        if channels_last:    # memory order (H, W, C) -> the population's (C, H, W)
-            c, h, w = x.shape[1:]
-            per_position = per_position.view(h, w, c).permute(2, 0, 1)
-        counts = _LoopCounts(torch.from_numpy(spikes).float(), float(inputs.sum()),
-                             per_position.reshape(x.shape[1:]))
-        return out.view((T, b) + tuple(x.shape[1:])), counts
+        return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b)
 
-    def _compiled_loop_fits(self, x) -> bool:
+    def scan_concatenation(self, parts: list, T, b):
+        """scan_layer for a current that is a concatenation: ``parts`` are the branches'
+        (T*b, C_part, ...) currents with their channel slices, which tile the population.
+        Each branch's neurons run on their own (a neuron only sees its own current),
+        so the concatenated current is never built."""
+        y0 = parts[0][0]
+        shape = (sum(y.shape[1] for y, _ in parts),) + tuple(y0.shape[2:])
+        parts = [(y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 and not _channels_last(y) else y,
+                  span) for y, span in parts]
+        return self._compiled_scan(parts, shape, False, T, b)
+
+    def _compiled_scan(self, parts, shape, static, T, b):
+        """Run the compiled loop on each (current, channel slice) part. Memory order per
+        sample is (rows, channels): (H*W, C) channels-last, (1, C) for a vector."""
+        shape = tuple(shape)
+        rows = int(np.prod(shape[1:])) if len(shape) == 3 else 1
+        channels_last = len(shape) == 3
+        out = torch.empty((T * b,) + shape, memory_format=torch.channels_last if channels_last
+                          else torch.contiguous_format)
+        spikes = _as_matrix(out).numpy().reshape(T, b, rows, -1)
+        counts = np.zeros((b, 2), np.int64)
+        per_neuron = np.zeros((rows, shape[0]), np.float32)
+        params = self._memory_order_params(shape, channels_last)
+        for current, span in parts:
+            current = _as_matrix(current).contiguous().numpy().reshape(1 if static else T, b, rows, -1)
+            lif_cpu.lif_scan(current, params, spikes, counts, per_neuron, torch.get_num_threads(),
+                             channel_offset=span.start or 0)
+        per_neuron = torch.from_numpy(per_neuron)
+        if channels_last:    # memory order (H*W, C) -> the population's (C, H, W)
+            per_neuron = per_neuron.t().reshape(shape)
+        counts = _LoopCounts(torch.from_numpy(counts[:, 0]).float(), float(counts[:, 1].sum()),
+                             per_neuron.reshape(shape))
+        return out.view((T, b) + shape), counts
+
+    def compiled_loop_fits(self, x) -> bool:
         return (lif_cpu.AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.spiking and self.p.syn_decay is None and not x.requires_grad and x.dim() in (2, 4))
 
-    def _memory_order_params(self, x) -> dict:
-        """The LIF coefficients as (1,) when uniform, else flattened in x's memory order."""
-        key = _channels_last(x)
+    def _memory_order_params(self, shape, channels_last) -> dict:
+        """The LIF coefficients as (1,) when uniform, else (rows, channels) in memory order."""
+        key = (tuple(shape), channels_last)
         if key not in self._flat_params:
             flat = {}
             for k in ("decay", "gain", "leak", "threshold", "v_reset"):
-                a = getattr(self.p, k).expand(x.shape[1:])
+                a = getattr(self.p, k).expand(shape)
                 if bool((a == a.reshape(-1)[0]).all()):
                     flat[k] = a.reshape(-1)[:1].numpy()
+                elif channels_last:
+                    flat[k] = a.permute(1, 2, 0).reshape(-1, shape[0]).contiguous().numpy()
                 else:
-                    flat[k] = (a.permute(1, 2, 0) if key else a).contiguous().reshape(-1).numpy()
+                    flat[k] = a.reshape(1, -1).contiguous().numpy()
             self._flat_params[key] = flat
         return self._flat_params[key]
 
@@ -655,6 +678,19 @@ class TorchProgram:
         c.spikes += float(per_sample.sum())
         return per_sample
 
+    def _concatenation(self, name, values):
+        """The (current, channel slice) branches of a population fed only by a
+        concatenation (projections writing disjoint contiguous channel slices that
+        cover it), when the compiled loop can take them one by one; else None."""
+        ins = [values[src] for src in self.preds[name]]
+        if not all(isinstance(v, _Rows) and not static and v.op.row_slice is not None for v, static in ins):
+            return None
+        spans = sorted((v.op.row_slice.start, v.op.row_slice.stop) for v, _ in ins)
+        covered = [lo for lo, _ in spans] == [0] + [hi for _, hi in spans[:-1]] and spans[-1][1] == ins[0][0].channels
+        if not covered or not self.ops[name].compiled_loop_fits(ins[0][0].y):
+            return None
+        return [(v.y, v.op.row_slice) for v, _ in ins]
+
     def _gather(self, name, values, T, b):
         """Sum the incoming edges (fan-in); broadcast static values when mixed with time-varying ones."""
         ins = [values[s] for s in self.preds[name]]
@@ -686,16 +722,24 @@ class TorchProgram:
             if name == self.inputs[0]:
                 values[name] = (xb if static else xb.reshape(T * b, *xb.shape[2:]), static)
                 continue
-            x, s = self._gather(name, values, T, b)
-            self._check_shape(name, x)
             if isinstance(op, _Population):
-                out, loop_counts = op.scan_layer(x, s, T, b)
+                parts = self._concatenation(name, values)
+                if parts:
+                    out, loop_counts = op.scan_concatenation(parts, T, b)
+                    x, s = torch.empty((1,) + tuple(out.shape[2:]), device="meta"), False
+                else:
+                    x, s = self._gather(name, values, T, b)
+                    out, loop_counts = op.scan_layer(x, s, T, b)
+                self._check_shape(name, x)
                 if counters is not None:
                     pops[name] = self._count_population(op, x, s, out, counters, b, loop_counts)
                     if loop_counts is not None:
                         spikes_per_neuron[name] = loop_counts.spikes_per_neuron
                 values[name] = (out.reshape(T * b, *out.shape[2:]), False)
-            elif getattr(op, "kind", None) == "Delay":
+                continue
+            x, s = self._gather(name, values, T, b)
+            self._check_shape(name, x)
+            if getattr(op, "kind", None) == "Delay":
                 seq = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
                 shifted = torch.cat([torch.zeros_like(seq[:op.steps]), seq[:T - op.steps]]) if op.steps else seq
                 values[name] = (shifted.reshape(T * b, *seq.shape[2:]), False)

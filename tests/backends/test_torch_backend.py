@@ -582,7 +582,7 @@ def _conv(w, b, stride=1, padding=0, groups=1, in_hw=(6, 6)):
                       bias=np.asarray(b, np.float32))
 
 
-def test_spike_fed_convs_run_channels_last_and_match_plain_nchw():
+def test_spike_fed_convs_run_channels_last_and_match_plain_nchw(monkeypatch):
     """A spike-fed 1x1 conv (one matmul), a depthwise 3x3 conv and two concatenation
     branches (live rows written into one tensor) give the spikes of a plain NCHW
     evaluation, bit for bit, with dyadic weights (the exporter's exact grid)."""
@@ -628,6 +628,18 @@ def test_spike_fed_convs_run_channels_last_and_match_plain_nchw():
     assert expected.sum() > 0 and (1 - expected).sum() > 0      # spikes and silences both happen
     np.testing.assert_array_equal(res.outputs, expected)
     assert res.counters.populations["l3"].spikes == expected.sum()
+    # l3's current is a concatenation: the compiled loop runs each branch into its channel
+    # slice; the torch ops (no numba) build the concatenated current. Same counters.
+    from neurodeploy import lif_cpu
+    calls = []
+    monkeypatch.setattr(program.ops["l3"], "scan_concatenation",
+                        lambda *a, f=program.ops["l3"].scan_concatenation: calls.append(1) or f(*a))
+    res = program.run(x, timesteps=T)
+    monkeypatch.setattr(lif_cpu, "AVAILABLE", False)
+    plain = torch_compile(g, device="cpu").run(x, timesteps=T)
+    assert calls == [1]
+    np.testing.assert_array_equal(plain.outputs, expected)
+    assert res.counters.to_dict() == plain.counters.to_dict()
 
 
 @pytest.mark.parametrize("static_input", [True, False])
@@ -651,7 +663,7 @@ def test_compiled_lif_loop_equals_torch_ops_and_counts_the_same(monkeypatch, sta
     x = (rng.integers(0, 9, size=(n, 1, *hw) if static_input else (T, n, 1, *hw)) / 8.0).astype(np.float32)
     calls = []
     scan = lif_cpu.lif_scan
-    monkeypatch.setattr(lif_cpu, "lif_scan", lambda *a: calls.append(a[3]) or scan(*a))
+    monkeypatch.setattr(lif_cpu, "lif_scan", lambda *a, **kw: calls.append(a[5]) or scan(*a, **kw))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
