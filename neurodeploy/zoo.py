@@ -76,7 +76,10 @@ LOIHI = {"epochs": 2, "batch_size": 16, "lr": 3e-4, "init_from": "snn", "loihi_a
 RECIPES = {
     "squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
     "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
+    # MnasNet's spiking twin trains a second cycle (8 epochs at lr 1e-3 from the first):
+    # 0.915 -> 0.945 (float), 0.939 after the Loihi-aware stage (one cycle: 0.924)
     "mnasnet": {"cnn": {"epochs": 3, "batch_size": 16}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"},
+                "snn_again": {"epochs": 8, "batch_size": 16, "lr": 1e-3, "init_from": "snn"},
                 "loihi": LOIHI},
     # MixNet's Loihi-aware stage trains on: 4 epochs at lr 1e-3 took it from 0.925 to 0.944
     # (the shared 2 epochs at 3e-4: 0.924)
@@ -90,8 +93,9 @@ RECIPES = {
 
 
 def stage_twin(stage: str) -> str:
-    """The twin a recipe stage trains: "loihi" fine-tunes the spiking twin in place."""
-    return "snn" if stage == "loihi" else stage
+    """The twin a recipe stage trains: every stage after "snn" ("snn_again", "loihi")
+    fine-tunes the spiking twin in place."""
+    return "cnn" if stage == "cnn" else "snn"
 
 
 def recipe_config(name: str, stage: str, **overrides):

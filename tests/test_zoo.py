@@ -63,6 +63,11 @@ def test_card_was_trained_by_the_documented_recipe(name, twin):
     for key in ("epochs", "batch_size", "timesteps", "lr", "seed", "loihi_aware"):
         assert card["config"].get(key, False) == getattr(recipe, key), key
     assert (card["config"]["init_from"] is None) == (recipe.init_from is None)
+    if card["config"].get("loihi_aware"):       # the float stage it started from is the recipe's stage before
+        stages = list(zoo.RECIPES[name])
+        before = zoo.recipe_config(name, stages[stages.index("loihi") - 1])
+        for key in ("epochs", "batch_size", "timesteps", "lr"):
+            assert card["loihi_aware"]["started_from"][key] == getattr(before, key), key
 
 
 @pytest.mark.parametrize("name", [n for n, t in PRESENT if t == "snn" and "loihi" in zoo.RECIPES[n]])
