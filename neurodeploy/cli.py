@@ -320,7 +320,8 @@ def _inputs(graph, dataset, input_file, samples, data_dir):
 
 @app.command()
 def run(file: Path = typer.Argument(..., help="A .nir file."),
-        target: str = typer.Option("torch", help="torch, lava (Loihi fixed point) or lava-float."),
+        target: str = typer.Option("torch", help="torch, lava (Loihi fixed point), lava-netx (fixed point "
+                                                 "as netx feeds input) or lava-float."),
         dataset: Optional[str] = typer.Option(None, help="Dataset to run (default: the graph's, else mnist5k)."),
         input_file: Optional[Path] = typer.Option(None, "--input", help=".npy inputs: (N, *input) static or "
                                                                       "(T, N, *input) sequences."),
@@ -385,7 +386,8 @@ def _peak_rss() -> int:
 @app.command()
 def validate(file: Path = typer.Argument(..., help="A .nir file."),
              targets_: str = typer.Option("model,torch", "--targets", help="Comma-separated: model, torch, lava, "
-                                                                          "lava-float, onnx. The first is the reference."),
+                                                                          "lava-netx, lava-float, onnx. The first is "
+                                                                          "the reference."),
              samples: int = typer.Option(100, help="How many test samples."),
              dataset: Optional[str] = typer.Option(None, help="Dataset (default: the graph's)."),
              input_file: Optional[Path] = typer.Option(None, "--input", help=".npy inputs instead of a dataset."),
@@ -434,6 +436,12 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
                          "--loihi-aware training puts them on it")
                 out.print(f"{name}: 8-bit weights: {w['exact_layers']}/{w['layers']} layers exactly on the grid"
                           f"{worst}; {w['clipped']} clipped")
+            over = e.get("current_overflows")
+            if over is not None:
+                out.print(f"{name}: 24-bit input currents: " + (
+                    "none wrapped" if not over else f"{sum(over.values())} wrapped (" +
+                    ", ".join(f"{k} {v}" for k, v in over.items()) + "): the state is too fine for this "
+                    "input; target lava-netx (coarser state) avoids it"))
     emit(report, as_json, render)
     worst = min(e["agreement"] for e in report["targets"].values())
     if worst < min_agreement:

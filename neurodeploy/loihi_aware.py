@@ -22,8 +22,14 @@ weights the same way while training): BatchNorm is frozen and folded, each folde
 is rounded to its population's grid in the forward pass, and the gradient passes straight
 through the rounding (:func:`neurodeploy.architectures.layers.to_grid`). The deployed
 weights then lie exactly on Loihi's grid, the Lava target re-quantises them without error,
-and what remains between the torch reference and Lava is the 12-bit decay and the
-integer membrane.
+and what remains between the torch reference and Lava is the integer membrane.
+
+The neuron's decay is put on Loihi's grid too: Loihi decays the membrane by
+(4096 - dv) / 4096 with an integer dv, so beta = 0.9 runs as 3686/4096 = 0.89990234375.
+That 1e-4 difference, compounded over timesteps and layers, cost more agreement with
+the Lava target than the integer membrane (MnasNet: 98.5 % against 100 % of 200 test
+images); :func:`loihi_decay` moves beta to the nearest such value before fine-tuning,
+an exact float32 whose NIR round trip lands on the same dv.
 
 Which projections share a population, and their pooling factors, is read off the Lava
 plan of the exported graph: the grouping the Lava compiler itself uses.
@@ -37,6 +43,13 @@ import torch
 
 from .architectures.layers import ConvBN, LinearOut
 from .errors import NeurodeployError
+
+
+def loihi_decay(beta: float) -> float:
+    """beta on Loihi's 12-bit decay grid: 1 - dv/4096 with dv = round((1 - beta) * 4096)."""
+    from .backends.lava.fixed_point import DECAY_UNITY, decay_to_dv
+    dv, _ = decay_to_dv(np.asarray([beta], np.float64))
+    return 1.0 - float(dv[0]) / DECAY_UNITY
 
 
 @dataclass(frozen=True)

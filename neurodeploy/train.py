@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +137,9 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
     with the model after every optimiser step (pruning re-applies its masks).
     """
     out_dir = Path(out_dir)
+    if cfg.loihi_aware:     # the decay goes on Loihi's 12-bit grid with the weights (loihi_aware.py)
+        from .loihi_aware import loihi_decay
+        cfg = replace(cfg, beta=loihi_decay(cfg.beta))
     device = resolve_device(cfg.device)
     info = data.get_info(cfg.dataset)
     size = cfg.input_size or (32 if cfg.dataset == "mnist5k" else info.image_size)

@@ -4,7 +4,9 @@ Targets:
   model  the original torch network, rebuilt from the checkpoint named in the
          graph's metadata (its eval-mode, deployed arithmetic)
   torch  the reference backend executing the NIR graph
-  lava   the Lava / Loihi simulation (fixed point; ``lava-float`` for floats)
+  lava   the Lava / Loihi simulation (fixed point, input as 24-bit graded spikes and the
+         finest integer state; ``lava-netx``: input as a bias and the weights' scale, as
+         lava-dl netx runs it; ``lava-float`` for floats)
   onnx   the one-timestep ONNX export run T times in onnxruntime (zoo graphs)
 
 The report gives, against the first target: prediction agreement, the largest
@@ -24,7 +26,7 @@ from .backends.base import RunResult
 from .errors import NeurodeployError
 from .graph.metadata import conventions_of
 
-TARGET_NAMES = ("model", "torch", "lava", "lava-float", "onnx")
+TARGET_NAMES = ("model", "torch", "lava", "lava-netx", "lava-float", "onnx")
 
 
 def find_checkpoint_for_graph(graph, graph_path=None) -> Path | None:
@@ -92,9 +94,10 @@ def run_target(target: str, graph, graph_path: Path, x: np.ndarray, timesteps=No
         return torch_backend.compile(graph, device=device).run(x, timesteps, batch_size, progress=progress)
     if target == "model":
         return run_model(load_model_for_graph(graph, graph_path), x, batch_size)
-    if target in ("lava", "lava-float"):
+    if target in ("lava", "lava-netx", "lava-float"):
         from .backends import lava
-        program = lava.compile(graph_path, precision="float" if target == "lava-float" else "fixed")
+        program = lava.compile(graph_path, precision="float" if target == "lava-float" else "fixed",
+                               route="netx" if target == "lava-netx" else "loihi2")
         return program.run(x, timesteps or conventions_of(graph).timesteps or 1)
     if target == "onnx":
         from .graph import onnx_export
@@ -142,5 +145,7 @@ def compare(results: dict, labels: np.ndarray | None, population_order: list) ->
             entry["synaptic_ops_per_sample"] = r.counters.totals()
         if r.weight_quantisation is not None:
             entry["weight_quantisation"] = r.weight_quantisation
+        if r.overflows is not None:
+            entry["current_overflows"] = r.overflows
         report["targets"][name] = entry
     return report

@@ -104,3 +104,4 @@ class RunResult:
     population_spike_counts: Dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
     weight_quantisation: Optional[dict] = None   # targets that quantise: how far the weights moved
+    overflows: Optional[dict] = None             # fixed-width targets: input currents wrapped, per population

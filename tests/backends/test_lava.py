@@ -306,10 +306,39 @@ def test_dyadic_scale_has_a_power_of_two_step_and_is_chosen_only_when_lossless()
         return plan
     on_grid = np.array([[0.3, -0.1], [0.05, 0.2]])
     on_grid = np.round(on_grid / step) * step
-    assert Quantised(plan_with(on_grid), "fixed").scale["p"] == fx.dyadic_scale([np.abs(on_grid).max()], np.ones(2))
+    assert Quantised(plan_with(on_grid), "fixed", "netx").scale["p"] == fx.dyadic_scale([np.abs(on_grid).max()],
+                                                                                        np.ones(2))
     off_grid = on_grid + step / 3
-    q = Quantised(plan_with(off_grid), "fixed")
+    q = Quantised(plan_with(off_grid), "fixed", "netx")
     assert q.scale["p"] == fx.population_scale([np.abs(off_grid).max()], np.ones(2))
+
+
+def test_input_shift_refines_the_state_and_keeps_the_weights():
+    """Route loihi2: the population's state scale, threshold and drive grow by 2**e, the
+    weight mantissas stay, and e stops where the threshold passes 1/16 of the state range."""
+    assert fx.input_shift(512) == 4 and (512 << 4) <= fx.VTH_MANT_ROOM < (512 << 5)
+    assert fx.input_shift(fx.VTH_MANT_ROOM) == 0 and fx.input_shift(20000) == 0
+    assert fx.input_shift(1) == fx.SHIFT_MAX
+    assert (fx.VTH_MANT_ROOM << 6) * 16 == 1 << (fx.STATE_BITS - 1)     # 16 thresholds of headroom
+    from neurodeploy.backends.lava.compiler import Quantised
+    from neurodeploy.backends.lava.plan import Op, Path, Plan, Pop
+    pop = lambda: Pop("p", "LIF", (2,), np.full(2, 0.9), np.ones(2), np.zeros(2), np.ones(2), np.zeros(2))
+    w = np.array([[0.3, -0.1], [0.05, 0.2]])
+    qs = {}
+    for route in ("netx", "loihi2"):
+        plan = Plan("in", (2,), "out", "p", pops={"p": pop()})
+        plan.paths = [Path("q", "p", [Op("fc", "Affine", "dense", (2,), (2,), weight=w, bias=np.zeros(2))])]
+        qs[route] = (Quantised(plan, "fixed", route), plan)
+    (netx, plan_n), (loihi2, plan_l) = qs["netx"], qs["loihi2"]
+    e = loihi2.report["populations"]["p"]["input_shift"]
+    assert netx.report["populations"]["p"]["input_shift"] == 0
+    assert e == fx.input_shift(int(plan_n.pops["p"].vth_mant.max())) > 0
+    assert loihi2.scale["p"] == netx.scale["p"] * 2 ** e
+    assert np.array_equal(plan_l.pops["p"].vth_mant, plan_n.pops["p"].vth_mant * 2 ** e)
+    [(pid_n, wn)], [(pid_l, wl)] = netx.weights.items(), loihi2.weights.items()
+    assert np.array_equal(wn[0], wl[0]) and netx.exps[pid_n] == loihi2.exps[pid_l]
+    with pytest.raises(Exception, match="route must be one of"):
+        Quantised(plan_l, "fixed", "loihi1")
 
 
 def test_thresholds_decays_biases():
@@ -426,6 +455,34 @@ def test_fixed_mode_agreement_is_reported_and_high(tmp_path):
     ref_counts = reference_counts(path, x, 6)
     for k in counts:
         assert abs(counts[k] - ref_counts[k]) <= 0.1 * max(ref_counts[k], 10)
+
+
+@pytest.mark.lava
+@needs_lava
+def test_loihi2_route_is_closer_to_the_reference_and_wrapped_currents_are_counted(tmp_path):
+    """Route loihi2 (graded input, finer state) against route netx (bias input, the weights'
+    scale) on the same network: at least as close to the float reference, no current
+    wrapped. A layer whose weights dwarf its threshold gets the full shift, and the
+    currents that then pass 24 bits are counted, not hidden."""
+    from neurodeploy.backends import lava
+    path = chain_graph(tmp_path, seed=3)
+    x = np.random.default_rng(7).uniform(0, 1, (4, 2, 8, 8)).astype(np.float32)
+    ref = reference_run(path, x, 6)
+    loihi2 = lava.compile(path, precision="fixed").run(x, 6)
+    netx = lava.compile(path, precision="fixed", route="netx").run(x, 6)
+    agree = {name: float((r.outputs == ref).mean()) for name, r in (("loihi2", loihi2), ("netx", netx))}
+    print(f"spike agreement with the float reference: {agree}")
+    assert agree["loihi2"] >= agree["netx"] and agree["loihi2"] > 0.95
+    assert loihi2.overflows == {} and netx.overflows == {}
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([8])}),
+             "fc1": nir.Affine(weight=np.eye(8) * 2.0, bias=np.zeros(8)), "lif1": lif((8,)),
+             "fc2": nir.Affine(weight=np.full((2, 8), 100.0), bias=np.zeros(2)), "lif2": lif((2,)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    seq = ["input", "fc1", "lif1", "fc2", "lif2", "output"]
+    path = save(tmp_path, "loud", nodes, list(zip(seq[:-1], seq[1:])), (8,), 3)
+    res = lava.compile(path, precision="fixed").run(np.ones((1, 8), np.float32), 3)
+    assert res.overflows.get("lif2", 0) > 0          # 8 spikes x mantissa 254 << 13 > 2**23
 
 
 def reference_counts(path, x, t):

@@ -142,7 +142,7 @@ def test_netx_agrees_with_lava_backend(tmp_path, name, record_property):
     path = tmp_path / f"{name}.netx.h5"
     summary = netx.write_netx(g, path)
     chain = write_graph(tmp_path / f"{name}.chain.nir", chain_passes(g))
-    ours = lava_compile(chain, precision="fixed").run(x, T)
+    ours = lava_compile(chain, precision="fixed", route="netx").run(x, T)
     got = netx.run_netx(path, x, T)
     exact = netx.run_netx(path, x, T, backend_bias=True)
 

@@ -53,6 +53,7 @@ class LavaProgram:
     timeout: float = 1800.0
     fast_conv: bool = True
     input_shape: tuple = ()
+    route: str = "loihi2"                       # fixed point: graded input and shifted state, or netx's form
     weight_quantisation: dict = None           # fixed point: how far the weights move (weight_summary)
     last: dict = field(default_factory=dict)   # the worker's result.json of the last run
     _tmp: object = field(default=None, repr=False)   # keeps a graph given as an object on disk
@@ -79,7 +80,11 @@ class LavaProgram:
                 progress.update(task, advance=chunk.shape[1] if sequence else chunk.shape[0])
         outputs = np.concatenate([o for o, _ in parts], axis=1)
         results = [r for _, r in parts]
-        self.last = {**results[-1], "chunks": len(results),
+        overflows = {}
+        for r in results:
+            for k, v in r.get("overflows", {}).items():
+                overflows[k] = overflows.get(k, 0) + v
+        self.last = {**results[-1], "chunks": len(results), "overflows": overflows,
                      "seconds": {**results[-1]["seconds"],
                                  "run": sum(r["seconds"]["run"] for r in results),
                                  "total": sum(r["seconds"]["total"] for r in results)}}
@@ -89,7 +94,8 @@ class LavaProgram:
         spikes = {k: np.concatenate([np.asarray(r["population_spike_counts"][k]) for r in results])
                   for k in results[0]["population_spike_counts"]}
         return RunResult(outputs=outputs, counters=counters, population_spike_counts=spikes,
-                         seconds=time.perf_counter() - t0, weight_quantisation=self.weight_quantisation)
+                         seconds=time.perf_counter() - t0, weight_quantisation=self.weight_quantisation,
+                         overflows=overflows if self.precision == "fixed" else None)
 
     def _run_chunk(self, python, x: np.ndarray, timesteps: int):
         with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-") as tmp:
@@ -97,7 +103,7 @@ class LavaProgram:
             np.save(tmp / "inputs.npy", x)
             req = {"graph": str(self.graph_path), "inputs": str(tmp / "inputs.npy"),
                    "timesteps": int(timesteps), "precision": self.precision,
-                   "out_dir": str(tmp / "out"), "fast_conv": self.fast_conv}
+                   "out_dir": str(tmp / "out"), "fast_conv": self.fast_conv, "route": self.route}
             (tmp / "request.json").write_text(json.dumps(req))
             _run_worker(python, tmp / "request.json", self.timeout)
             outputs = np.load(tmp / "out" / "outputs.npy")
@@ -194,8 +200,13 @@ def weight_summary(layers: dict) -> dict:
 
 
 def compile(graph, precision: str = "fixed", timeout: float = 1800.0,
-            fast_conv: bool = True) -> LavaProgram:
+            fast_conv: bool = True, route: str = "loihi2") -> LavaProgram:
     """Check that the graph maps onto Lava (here, without the runtime) and return a program.
+
+    ``route`` (fixed point): "loihi2" feeds the input current as 24-bit graded spikes
+    and gives every population the finest integer state its 24 bits allow; "netx"
+    feeds it as a bias and keeps the weights' scale, as lava-dl netx networks do
+    (see ``compiler.ROUTES``).
 
     ``graph``: a .nir path, or a ``nir.NIRGraph`` (written to a temporary file that
     lives as long as the program, since the worker reads files).
@@ -224,10 +235,10 @@ def compile(graph, precision: str = "fixed", timeout: float = 1800.0,
         if precision == "fixed":
             from .compiler import Quantised
             # fixed-point restrictions fail here, not in the worker
-            weights = weight_summary(Quantised(plan, "fixed").report["layers"])
+            weights = weight_summary(Quantised(plan, "fixed", route).report["layers"])
     except PlanError as e:
         raise NeurodeployError(f"{path}: {e}") from None
-    prog = LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape), weights)
+    prog = LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape), route, weights)
     prog._tmp = keep
     return prog
 

@@ -12,8 +12,9 @@ integer formats. Here:
   population connect several ``a_out`` to its one ``a_in`` (summed by Lava);
 - the Input's paths are evaluated on the host once per sample (or step, for a
   sequence) and become the target population's ``drive``; in fixed mode with the
-  quantised weights, and the drive quantised like a Loihi bias (13-bit mantissa,
-  3-bit exponent), which is how netx feeds real-valued input;
+  quantised weights, and the drive a 24-bit graded-spike payload (route ``loihi2``)
+  or quantised like a Loihi bias, 13-bit mantissa and 3-bit exponent, which is how
+  netx feeds real-valued input (route ``netx``; see ROUTES);
   (a CubaLIF's drive enters its synaptic current u instead, being filtered like any input);
 - pipeline alignment: population p runs sample s, step k at global step
   s*T + k + depth(p); the run lasts N*T + max depth steps; a path shorter than the
@@ -36,6 +37,13 @@ from . import fixed_point as fx
 from .plan import INPUT, Path, Plan, PlanError, apply_op, fanout_nonzero, path_constant, path_linear
 
 MSG_BITS = 24  # graded messages (a projection fed by another projection)
+# How the fixed-point network takes its input and scales its state:
+#   loihi2  the host's input current arrives as graded spikes (24-bit payload) and each
+#           population's integer state is made as fine as its 24 bits allow
+#           (fixed_point.input_shift): Loihi 2's graded spikes and weight exponents
+#   netx    the input current is a bias (13-bit mantissa, 3-bit exponent) and no shift:
+#           what lava-dl netx networks do (netx.py writes this form)
+ROUTES = ("loihi2", "netx")
 
 
 def _is_ones(op) -> bool:
@@ -57,8 +65,10 @@ def _carrier(path: Path) -> int:
 class Quantised:
     """Per path: integer weights per op (None for reshape), exponents, float equivalents."""
 
-    def __init__(self, plan: Plan, precision: str):
-        self.precision = precision
+    def __init__(self, plan: Plan, precision: str, route: str = "loihi2"):
+        if route not in ROUTES:
+            raise PlanError(f"route must be one of {', '.join(ROUTES)}, not {route!r}")
+        self.precision, self.route = precision, route
         self.weights: Dict[int, List] = {}      # id(path) -> lava-side weights per op (NIR layout)
         self.exps: Dict[int, List[int]] = {}
         self.host_weights: Dict[int, List] = {}  # float weights to evaluate input paths with
@@ -99,10 +109,17 @@ class Quantised:
         if s_dyadic is not None and all(fx.quantise_weights(w * s_dyadic / 64.0, e)[2]["max_abs_error"] == 0
                                         for _, w, _, e in carriers.values()):
             s = s_dyadic    # weights trained on Loihi's power-of-two grid (loihi_aware.py) keep it exactly
+        # loihi2: finer integer state, the same weight mantissas (every incoming projection's
+        # weight exponent raised by the population's input shift; see fixed_point.input_shift)
+        shift = 0
+        if self.route == "loihi2" and not pop.cuba:
+            shift = fx.input_shift(int(fx.threshold_mantissa(pop.threshold, s)[0].max()))
+        pop.input_shift = shift
+        w_scale, s = s, s * 2.0 ** shift
         self.scale[name] = s
         vth, rth = fx.threshold_mantissa(pop.threshold, s)
         dv, rdv = fx.decay_to_dv(pop.decay)
-        self.report["populations"][name] = {"scale": s, "threshold": rth, "decay": rdv,
+        self.report["populations"][name] = {"scale": s, "threshold": rth, "decay": rdv, "input_shift": shift,
                                             "vth_mant_max": int(vth.max()), "dv": int(dv.flat[0])}
         pop.vth_mant, pop.dv, pop.fold_gain = vth, dv, g
         if pop.cuba:
@@ -113,7 +130,7 @@ class Quantised:
                 self.weights[id(p)], self.exps[id(p)], self.host_weights[id(p)] = [], [], []
                 continue
             c, wf, fold, has_exp = carriers[id(p)]
-            mant, exp, rep = fx.quantise_weights(wf * s / 64.0, allow_exponent=has_exp)
+            mant, exp, rep = fx.quantise_weights(wf * w_scale / 64.0, allow_exponent=has_exp)
             op = p.ops[c]
             key = op.node if p.source == INPUT else f"{op.node}->{name}"
             self.report["layers"][key] = rep
@@ -123,7 +140,7 @@ class Quantised:
                     ws.append(mant)
                     es.append(exp)
                     # the float weights that the integers stand for (for the host-side input path)
-                    hs.append(mant * 2.0 ** exp * 64.0 / s / fold * o.scale)
+                    hs.append(mant * 2.0 ** exp * 64.0 / w_scale / fold * o.scale)
                 else:
                     ws.append(None if o.weight is None else o.weight.astype(np.int32))
                     es.append(0)
@@ -232,9 +249,10 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
         elif fixed:
             s = q.scale[name]
             const = pop.leak + pop.gain * drive[name]   # v units
-            eff, rep = fx.quantise_bias(const * s)
+            # loihi2: a graded spike's 24-bit payload; netx: a bias (13-bit mantissa, 3-bit exponent)
+            eff, rep = (fx.quantise_state if q.route == "loihi2" else fx.quantise_bias)(const * s)
             q.report["populations"][name]["drive"] = rep
-            kw.update(dv=pop.dv, vth_mant=pop.vth_mant, drive_int=eff)
+            kw.update(dv=pop.dv, vth_mant=pop.vth_mant, drive_int=eff, input_shift=pop.input_shift)
         else:
             kw.update(decay=pop.decay, gain=pop.gain, leak=pop.leak, threshold=pop.threshold,
                       v_reset=pop.v_reset, drive=drive[name])
@@ -313,7 +331,7 @@ def _model_errors(head) -> str:
 
 
 def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed",
-             fast_conv: bool = True) -> dict:
+             fast_conv: bool = True, route: str = "loihi2") -> dict:
     """Run N samples; returns outputs (T, N, *out), counts and timings."""
     from lava.magma.core.run_conditions import RunSteps
 
@@ -326,7 +344,7 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     for name in plan.train_sources():   # graded / fan-in inputs are rebuilt from spike trains
         plan.pops[name].record = True
     t0 = time.perf_counter()
-    q = Quantised(plan, precision)
+    q = Quantised(plan, precision, route)
     drive = host_drive(plan, q, x, sequence)
     procs, others = build(plan, q, drive, samples, timesteps)
     total = samples * timesteps + plan.max_depth
@@ -345,6 +363,7 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     counts = {n: np.asarray(p.counts.get()) for n, p in procs.items()}
     per_sample = {n: np.asarray(p.sample_counts.get()) for n, p in procs.items()}
     events = {n: float(np.asarray(p.input_events.get()).sum()) for n, p in procs.items()}
+    overflows = {n: int(np.asarray(p.overflows.get()).sum()) for n, p in procs.items()}
     trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
               for n, p in procs.items() if plan.pops[n].record}
     head.stop()
@@ -361,7 +380,7 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     step_s = (t2 - t1) / max(total - 1, 1)
     return {
         "outputs": out.astype(np.float32), "counts": counts, "per_sample": per_sample,
-        "input_events": events,
+        "input_events": events, "overflows": {n: c for n, c in overflows.items() if c},
         "trains": trains, "x": x, "sequence": sequence, "samples": samples,
         "timesteps": timesteps, "seconds": {"setup": t1 - t0, "run": t2 - t1,
                                             "per_timestep": step_s,

@@ -20,6 +20,15 @@ lowest bit, i.e. even integers in [-256, 254] (Loihi's mixed-sign weights, netx'
 weight uses the range. lava-nc's stock fixed-point Conv model ignores ``weight_exp``,
 so convolutions always get exponent 0 and the population scale absorbs the range.
 
+With the integer scale set by the weights, a threshold is a few hundred units of 64:
+the membrane's resolution is then ~1e-4 of the threshold, and its truncating decay
+and the input's rounding seed spike differences that grow with depth (MnasNet's
+readout: 3 % of its spikes). ``input_shift`` gives a population e more bits of state:
+every incoming projection delivers ``a_in << (6 + e)`` (its weight exponent raised by
+e, the same mantissas) and the state scale, threshold, drive and biases are 2**e
+larger. e stops where the threshold would exceed 1/16 of the 24-bit state range,
+which leaves room for 16 thresholds' worth of input current in one step.
+
 Every quantiser returns a report (max/rms error relative to the largest value,
 how many values were clipped, how many nonzero values became zero).
 """
@@ -39,6 +48,8 @@ VTH_SHIFT = 6                     # threshold and synaptic input are MSB-aligned
 VTH_MANT_MAX = (1 << 17) - 1      # 131071
 BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1   # 13-bit signed
 BIAS_EXP_MAX = 7                  # 3-bit unsigned
+SHIFT_MAX = 7                     # the largest weight exponent
+VTH_MANT_ROOM = 1 << 13           # threshold (mant << 6) <= 2**19 = 1/16 of the state range
 
 
 def _report(ideal: np.ndarray, got: np.ndarray, clipped: int) -> dict:
@@ -175,6 +186,15 @@ def decay_state(v: np.ndarray, dv: np.ndarray) -> np.ndarray:
     return (np.sign(prod) * np.right_shift(np.abs(prod), DECAY_BITS)).astype(np.int64)
 
 
+def input_shift(vth_mant_max: int) -> int:
+    """The population's extra weight exponent e (0..7): the largest with its threshold
+    mantissa times 2**e within VTH_MANT_ROOM (see the module docstring)."""
+    e = 0
+    while e < SHIFT_MAX and vth_mant_max << (e + 1) <= VTH_MANT_ROOM:
+        e += 1
+    return e
+
+
 def wrap_state(x: np.ndarray) -> np.ndarray:
     """lava's 24-bit wrap of the current u (as AbstractPyLifModelFixed.subthr_dynamics)."""
     m = 1 << (STATE_BITS - 1)
@@ -222,7 +242,7 @@ def shift_accumulated(a: np.ndarray, weight_exp: int) -> np.ndarray:
     return np.left_shift(a, weight_exp) if weight_exp > 0 else np.right_shift(a, -weight_exp)
 
 
-__all__ = ["quantise_weights", "weight_exponent", "dyadic_scale", "population_scale", "threshold_mantissa", "decay_to_dv",
+__all__ = ["quantise_weights", "weight_exponent", "input_shift", "dyadic_scale", "population_scale", "threshold_mantissa", "decay_to_dv",
            "quantise_bias", "decay_state", "shift_accumulated", "round_even", "cuba_step",
            "syn_decay_to_du", "quantise_state", "wrap_state",
            "W_MIN", "W_MAX", "VTH_SHIFT", "STATE_MAX", "VTH_MANT_MAX"]

@@ -163,7 +163,7 @@ def prepare(graph):
                      "(after merging parallel projections and folding pooling)")
     try:
         plan = build_plan(g, conventions_of(g))
-        q = Quantised(plan, "fixed")
+        q = Quantised(plan, "fixed", route="netx")
     except PlanError as e:
         raise _error(f"netx export: {e}") from None
     order = plan.order()

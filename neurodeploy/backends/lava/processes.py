@@ -52,9 +52,9 @@ class Population(AbstractProcess):
     def __init__(self, *, shape, timesteps, samples, offset, record=False,
                  decay=1.0, gain=1.0, leak=0.0, threshold=1.0, v_reset=0.0,
                  drive=None, dv=0, vth_mant=1, drive_int=None, cuba=False,
-                 syn_decay=0.0, w_in=1.0, du=4095, bias_int=0, name=None):
+                 syn_decay=0.0, w_in=1.0, du=4095, bias_int=0, input_shift=0, name=None):
         super().__init__(shape=shape, timesteps=timesteps, samples=samples, offset=offset,
-                         record=record, cuba=cuba, name=name)
+                         record=record, cuba=cuba, input_shift=input_shift, name=name)
         shape = tuple(int(s) for s in shape)
         full = lambda x, dt=np.float64: np.broadcast_to(np.asarray(x, dt), shape).copy()
         if drive is None:
@@ -83,6 +83,7 @@ class Population(AbstractProcess):
         self.counts = Var(shape=shape, init=0)              # spikes per neuron, all samples
         self.sample_counts = Var(shape=(samples,), init=0)  # spikes per sample
         self.input_events = Var(shape=(1,), init=0)         # nonzero input currents arriving
+        self.overflows = Var(shape=(1,), init=0)            # input currents past the 24-bit u (wrapped)
         rec_shape = (samples * timesteps,) + shape if record else (1,)
         self.spikes = Var(shape=rec_shape, init=0)
 
@@ -134,6 +135,7 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    overflows: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
 
     def run_spk(self):
@@ -186,6 +188,7 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    overflows: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
     # AbstractPyLifModelFixed declares these; unused here (bias via drive_int / bias_int)
     bias_mant = None
@@ -201,6 +204,11 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
         if k == 0:
             self.v[:] = 0
             self.u[:] = 0
+        # every incoming projection's weight exponent raised by input_shift (fixed_point.py)
+        self.act_shift = fx.VTH_SHIFT + self.proc_params["input_shift"]
+        shifted = np.left_shift(a_in.astype(np.int64), self.act_shift)
+        limit = 1 << (fx.STATE_BITS - 1)     # lava wraps u above 2**23 and at -2**23 or below
+        self.overflows[0] += int(np.count_nonzero((shifted > limit) | (shifted <= -limit)))
         drive = self._drive(self.drive_int, sample, k).astype(np.int32)
         current = np.left_shift(a_in, self.act_shift) + drive
         if self.proc_params["cuba"]:     # the same arithmetic, with the drive entering u

@@ -4,7 +4,7 @@ Runs with the Lava runtime's Python 3.10 and PYTHONPATH = the repository root; i
 only numpy, nir, h5py, lava and the plain modules of this package. The request::
 
     {"graph": "model.nir", "inputs": "x.npy", "timesteps": 8, "precision": "fixed"|"float",
-     "out_dir": "folder", "fast_conv": true}
+     "out_dir": "folder", "fast_conv": true, "route": "loihi2"|"netx"}
 
 ``inputs`` is (N, *input_shape) (static, presented every step: direct encoding) or
 (T, N, *input_shape) (a sequence). Writes ``outputs.npy`` (T, N, *output_shape),
@@ -53,7 +53,8 @@ def main(request_path: str) -> int:
     precision = req.get("precision", "fixed")
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', not {precision!r}")
-    r = run_plan(plan, x, int(req["timesteps"]), precision, bool(req.get("fast_conv", True)))
+    r = run_plan(plan, x, int(req["timesteps"]), precision, bool(req.get("fast_conv", True)),
+                 req.get("route", "loihi2"))
     r["precision"] = precision
     c = counters(plan, r)
     c["graph_sha256"] = _sha256(req["graph"])
@@ -65,7 +66,8 @@ def main(request_path: str) -> int:
         "population_spike_counts": {k: v.tolist() for k, v in r["per_sample"].items()},
         "seconds": {**r["seconds"], "total": time.perf_counter() - t0},
         "quantisation": r["quantisation"] if precision == "fixed" else {},
-        "precision": precision,
+        "overflows": r["overflows"],          # input currents wrapped by the 24-bit u, per population
+        "precision": precision, "route": req.get("route", "loihi2"),
         "depths": {n: p.depth for n, p in plan.pops.items()},
         "processes": r["processes"],
     }
