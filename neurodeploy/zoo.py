@@ -69,15 +69,16 @@ def listing() -> list[dict]:
 # only 57 optimiser steps per epoch, and ShuffleNetV2's spiking twin went from 0.821
 # (2 epochs, batch 64) to 0.925 (4 epochs, batch 16) and 0.946 (6 epochs, batch 16).
 # The last stage, "loihi", fine-tunes the spiking twin in place on Loihi's 8-bit weight
-# grid (neurodeploy/loihi_aware.py), so that the Lava target runs the trained weights;
-# the card keeps the float stage's configuration under loihi_aware.started_from.
+# grid with beta on Loihi's 12-bit decay (neurodeploy/loihi_aware.py), so that the Lava
+# target runs the trained network; the card keeps the float stage's configuration under
+# loihi_aware.started_from.
 # Stages run in the order given (CNN first).
 LOIHI = {"epochs": 2, "batch_size": 16, "lr": 3e-4, "init_from": "snn", "loihi_aware": True}
 RECIPES = {
     "squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
     "pruned_squeezenet": {"cnn": {"epochs": 3}, "snn": {"epochs": 2, "init_from": "cnn"}, "loihi": LOIHI},
     # MnasNet's spiking twin trains a second cycle (8 epochs at lr 1e-3 from the first):
-    # 0.915 -> 0.945 (float), 0.939 after the Loihi-aware stage (one cycle: 0.924)
+    # 0.915 -> 0.945 (float), 0.940 after the Loihi-aware stage (one cycle: 0.924)
     "mnasnet": {"cnn": {"epochs": 3, "batch_size": 16}, "snn": {"epochs": 12, "batch_size": 16, "init_from": "cnn"},
                 "snn_again": {"epochs": 8, "batch_size": 16, "lr": 1e-3, "init_from": "snn"},
                 "loihi": LOIHI},
