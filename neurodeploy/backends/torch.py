@@ -225,10 +225,15 @@ class _Projection(_Op):
         return self._fanout[key]
 
 
+def _is_uniform(a: torch.Tensor) -> bool:
+    """One value shared by the whole population."""
+    return bool((a == a.reshape(-1)[0]).all())
+
+
 def _param_like(a: torch.Tensor, v: torch.Tensor):
     """A per-neuron parameter for elementwise ops on the state v (B, *shape): a Python
     float when uniform (float32 value, exactly), else laid out as v is (channels-last)."""
-    if bool((a == a.reshape(-1)[0]).all()):
+    if _is_uniform(a):
         return float(a.reshape(-1)[0])
     if _channels_last(v) and a.dim() == 3:
         return a.permute(1, 2, 0).contiguous().permute(2, 0, 1)
@@ -328,13 +333,11 @@ class _Population(_Op):
             x = x.contiguous(memory_format=torch.channels_last)
         return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b)
 
-    def scan_concatenation(self, parts: list, T, b):
+    def scan_concatenation(self, parts: list, shape, T, b):
         """scan_layer for a current that is a concatenation: ``parts`` are the branches'
-        (T*b, C_part, ...) currents with their channel slices, which tile the population.
-        Each branch's neurons run on their own (a neuron only sees its own current),
-        so the concatenated current is never built."""
-        y0 = parts[0][0]
-        shape = (sum(y.shape[1] for y, _ in parts),) + tuple(y0.shape[2:])
+        (T*b, C_part, ...) currents with their channel slices, which tile the population
+        of per-sample ``shape``. Each branch's neurons run on their own (a neuron only
+        sees its own current), so the concatenated current is never built."""
         parts = [(y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 and not _channels_last(y) else y,
                   span) for y, span in parts]
         return self._compiled_scan(parts, shape, False, T, b)
@@ -373,7 +376,7 @@ class _Population(_Op):
             flat = {}
             for k in ("decay", "gain", "leak", "threshold", "v_reset"):
                 a = getattr(self.p, k).expand(shape)
-                if bool((a == a.reshape(-1)[0]).all()):
+                if _is_uniform(a):
                     flat[k] = a.reshape(-1)[:1].numpy()
                 elif channels_last:
                     flat[k] = a.permute(1, 2, 0).reshape(-1, shape[0]).contiguous().numpy()
@@ -725,12 +728,14 @@ class TorchProgram:
             if isinstance(op, _Population):
                 parts = self._concatenation(name, values)
                 if parts:
-                    out, loop_counts = op.scan_concatenation(parts, T, b)
-                    x, s = torch.empty((1,) + tuple(out.shape[2:]), device="meta"), False
+                    shape = (sum(y.shape[1] for y, _ in parts),) + tuple(parts[0][0].shape[2:])
+                    self._check_shape(name, shape)
+                    out, loop_counts = op.scan_concatenation(parts, shape, T, b)
+                    x, s = None, False      # the compiled loop counted everything
                 else:
                     x, s = self._gather(name, values, T, b)
+                    self._check_shape(name, tuple(x.shape[1:]))
                     out, loop_counts = op.scan_layer(x, s, T, b)
-                self._check_shape(name, x)
                 if counters is not None:
                     pops[name] = self._count_population(op, x, s, out, counters, b, loop_counts)
                     if loop_counts is not None:
@@ -738,7 +743,7 @@ class TorchProgram:
                 values[name] = (out.reshape(T * b, *out.shape[2:]), False)
                 continue
             x, s = self._gather(name, values, T, b)
-            self._check_shape(name, x)
+            self._check_shape(name, tuple(x.shape[1:]))
             if getattr(op, "kind", None) == "Delay":
                 seq = x.unsqueeze(0).expand(T, *x.shape) if s else x.reshape(T, b, *x.shape[1:])
                 shifted = torch.cat([torch.zeros_like(seq[:op.steps]), seq[:T - op.steps]]) if op.steps else seq
@@ -793,18 +798,19 @@ class TorchProgram:
             outs.append(values[self.outputs[0]][0])
         return torch.stack(outs), pops
 
-    def _check_shape(self, name, x):
+    def _check_shape(self, name, got: tuple):
+        """got: the per-sample shape that the node's incoming edges carry."""
         node = self.nodes[name]
         want = getattr(node, "input_type", None) or {}
         want = want.get("input") if isinstance(want, dict) else None
         if want is None or isinstance(node, (nir.Conv2d, nir.Conv1d)):
             return
         want = tuple(int(s) for s in np.asarray(want).ravel())
-        if want and tuple(x.shape[1:]) != want and np.prod(want) == np.prod(x.shape[1:]) and len(want) != len(x.shape[1:]):
+        if want and got != want and np.prod(want) == np.prod(got) and len(want) != len(got):
             return
-        if want and tuple(x.shape[1:]) != want:
+        if want and got != want:
             raise NeurodeployError(f"node {name} ({type(node).__name__}) expects input of shape {want} "
-                                   f"but its incoming edges carry {tuple(x.shape[1:])}")
+                                   f"but its incoming edges carry {got}")
 
 
 def compile(graph: nir.NIRGraph, device: str = "auto", dt: float | None = None) -> TorchProgram:

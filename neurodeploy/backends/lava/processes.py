@@ -207,8 +207,7 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
         # every incoming projection's weight exponent raised by input_shift (fixed_point.py)
         self.act_shift = fx.VTH_SHIFT + self.proc_params["input_shift"]
         shifted = np.left_shift(a_in.astype(np.int64), self.act_shift)
-        limit = 1 << (fx.STATE_BITS - 1)     # lava wraps u above 2**23 and at -2**23 or below
-        self.overflows[0] += int(np.count_nonzero((shifted > limit) | (shifted <= -limit)))
+        self.overflows[0] += int(np.count_nonzero(fx.wrap_state(shifted) != shifted))   # lava's 24-bit wrap of u
         drive = self._drive(self.drive_int, sample, k).astype(np.int32)
         current = np.left_shift(a_in, self.act_shift) + drive
         if self.proc_params["cuba"]:     # the same arithmetic, with the drive entering u
