@@ -10,12 +10,16 @@ network spikes; speed does not depend on training) this builds
             per timestep, the way snnTorch users write it;
 * nirtorch: nirtorch's executor on the same NIR graph, where it can run it;
 
-and prints samples/s and the ratio ours / snnTorch, measured in the same process,
-alternating the contenders. Defaults: batch 64, T=8, 3x32x32 input, no grad.
+and prints samples/s and the ratio ours / snnTorch. Each contender is timed in its own
+fresh process, as its users would run it (neurodeploy with its OpenMP setting, snnTorch
+with the defaults; see contenders.py), alternating over ``--rounds``. Defaults:
+batch 64, T=8, 3x32x32 input, no grad.
 
     python benchmarks/bench_inference.py [--models pruned_squeezenet,squeezenet] [--device cpu|cuda] [--json]
 """
 from __future__ import annotations
+
+import neurodeploy  # noqa: F401  (first: its process settings apply before torch loads)
 
 import argparse
 import copy
@@ -24,6 +28,8 @@ import time
 
 import numpy as np
 import torch
+
+from contenders import omp_policy, race
 
 
 def calibrated(name, in_channels=3, seed=0):
@@ -83,7 +89,28 @@ def timeit(fn, repeats):
     return min(times)
 
 
-def bench_model(name, batch, timesteps, device, repeats):
+def contender_run(worker, name, batch, timesteps, device):
+    """The call a contender's process times: ours (with or without counters) or snnTorch's loop."""
+    model = calibrated(name)
+    model.timesteps = timesteps
+    torch.manual_seed(1)
+    x = torch.randn(batch, 3, 32, 32)
+    if worker == "snntorch":
+        from neurodeploy.host_memory import reuse_freed_memory
+        reuse_freed_memory()     # snnTorch gets neurodeploy's malloc setting too: it speeds it up
+        snn_run, xd = snntorch_twin(model.to(device), timesteps), x.to(device)
+        return lambda: snn_run(xd)
+    from neurodeploy.backends import torch as backend
+    from neurodeploy.graph.export import export
+    program = backend.compile(export(model, (3, 32, 32)), device=device)
+    xn = x.numpy()
+    return lambda: program.run(xn, timesteps, batch_size=batch, count=worker == "ours")
+
+
+WORKERS = {"ours": "ours", "ours_no_counters": "ours", "snntorch": "snntorch"}
+
+
+def bench_model(name, batch, timesteps, device, repeats, rounds):
     from neurodeploy.backends import torch as backend
     from neurodeploy.graph.export import export
     model = calibrated(name)
@@ -91,18 +118,16 @@ def bench_model(name, batch, timesteps, device, repeats):
     graph = export(model, (3, 32, 32))
     program = backend.compile(graph, device=device)
     x = torch.randn(batch, 3, 32, 32)
-    xn = x.numpy()
-    snn_run = snntorch_twin(model.to(device), timesteps)
-    xd = x.to(device)
-    row = {"model": name, "batch": batch, "timesteps": timesteps, "device": str(program.device)}
+    row = {"model": name, "batch": batch, "timesteps": timesteps, "device": str(program.device),
+           "omp_wait_policy": {c: omp_policy(c) for c in ("ours", "snntorch")}}
     with torch.no_grad():
-        ours = program.run(xn, timesteps, batch_size=batch)
-        ref = snn_run(xd).cpu().numpy()
-        row["prediction_agreement_with_snntorch"] = float(
-            (ours.outputs.sum(0).argmax(1) == ref.argmax(1)).mean())
-        t_ours = timeit(lambda: program.run(xn, timesteps, batch_size=batch), repeats)
-        t_fast = timeit(lambda: program.run(xn, timesteps, batch_size=batch, count=False), repeats)
-        t_snn = timeit(lambda: snn_run(xd), repeats)
+        ours = program.run(x.numpy(), timesteps, batch_size=batch)
+        ref = snntorch_twin(model.to(device), timesteps)(x.to(device)).cpu().numpy()
+    row["prediction_agreement_with_snntorch"] = float((ours.outputs.sum(0).argmax(1) == ref.argmax(1)).mean())
+    argv = ["--models", name, "--batch", str(batch), "--timesteps", str(timesteps), "--device", device,
+            "--repeats", str(repeats)]
+    best = race(__file__, WORKERS, argv, rounds)
+    t_ours, t_fast, t_snn = best["ours"], best["ours_no_counters"], best["snntorch"]
     row.update({"ours_samples_per_s": batch / t_ours, "ours_no_counters_samples_per_s": batch / t_fast,
                 "snntorch_samples_per_s": batch / t_snn, "ratio_vs_snntorch": t_snn / t_ours,
                 "ratio_vs_snntorch_no_counters": t_snn / t_fast})
@@ -122,9 +147,17 @@ def main():
     ap.add_argument("--timesteps", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rows = [bench_model(m, args.batch, args.timesteps, args.device, args.repeats) for m in args.models.split(",")]
+    if args.worker:     # one contender, in this fresh process (see contenders.py)
+        run = contender_run(args.worker, args.models, args.batch, args.timesteps, args.device)
+        with torch.no_grad():
+            print(json.dumps({"seconds": timeit(run, args.repeats)}))
+        return
+    rows = [bench_model(m, args.batch, args.timesteps, args.device, args.repeats, args.rounds)
+            for m in args.models.split(",")]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -134,6 +167,9 @@ def main():
               f"counters), snnTorch step loop {r['snntorch_samples_per_s']:.1f} samples/s -> "
               f"{r['ratio_vs_snntorch']:.2f}x ({r['ratio_vs_snntorch_no_counters']:.2f}x); "
               f"predictions agree {r['prediction_agreement_with_snntorch']:.0%}; nirtorch: {r['nirtorch']}")
+    policy = rows[0]["omp_wait_policy"] if rows else {}
+    print(f"each contender timed in its own process, best of {args.rounds} alternating rounds x {args.repeats}; "
+          f"OpenMP wait policy: ours {policy.get('ours')}, snnTorch {policy.get('snntorch')}")
 
 
 if __name__ == "__main__":

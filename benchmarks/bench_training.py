@@ -4,11 +4,14 @@ Ours processes each layer for all T timesteps at once (one conv over T x B, then
 the LIF recurrence); the snnTorch version replaces every LIF with
 ``snntorch.Leaky`` (arctan surrogate, reset to zero, no reset delay) and calls the
 network once per timestep. Both do forward + cross-entropy on the summed output
-+ backward + an AdamW step on the same batch, in the same process, alternating.
++ backward + an AdamW step on the same batch. Each contender is timed in its own fresh
+process, as its users would run it (see contenders.py), alternating over ``--rounds``.
 
     python benchmarks/bench_training.py [--models pruned_squeezenet] [--batch 32] [--timesteps 4] [--json]
 """
 from __future__ import annotations
+
+import neurodeploy  # noqa: F401  (first: its process settings apply before torch loads)
 
 import argparse
 import json
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_inference import calibrated, step_loop, with_leaky
+from contenders import omp_policy, race
 
 
 def snntorch_train_twin(model, timesteps):
@@ -44,17 +48,32 @@ def step_time(params, forward, x, y, repeats):
     return min(times)
 
 
-def bench_model(name, batch, timesteps, repeats):
+def contender_step(worker, name, batch, timesteps):
+    """(parameters, forward) of a contender and its batch: our multi-step twin or snnTorch's loop."""
     model = calibrated(name)
     model.timesteps = timesteps
     model.train()
-    net, snn_forward = snntorch_train_twin(model, timesteps)
-    net.train()
+    torch.manual_seed(1)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    ours = step_time(model.parameters(), model, x, y, repeats)
-    theirs = step_time(net.parameters(), snn_forward, x, y, repeats)
+    if worker == "snntorch":
+        from neurodeploy.host_memory import reuse_freed_memory
+        reuse_freed_memory()     # snnTorch gets neurodeploy's malloc setting too
+        net, snn_forward = snntorch_train_twin(model, timesteps)
+        net.train()
+        return net.parameters(), snn_forward, x, y
+    return model.parameters(), model, x, y
+
+
+WORKERS = {"ours": "ours", "snntorch": "snntorch"}
+
+
+def bench_model(name, batch, timesteps, repeats, rounds):
+    argv = ["--models", name, "--batch", str(batch), "--timesteps", str(timesteps), "--repeats", str(repeats)]
+    best = race(__file__, WORKERS, argv, rounds)
+    ours, theirs = best["ours"], best["snntorch"]
     return {"model": name, "batch": batch, "timesteps": timesteps, "ours_step_s": ours,
-            "snntorch_step_s": theirs, "ratio_vs_snntorch": theirs / ours}
+            "snntorch_step_s": theirs, "ratio_vs_snntorch": theirs / ours,
+            "omp_wait_policy": {c: omp_policy(c) for c in WORKERS}}
 
 
 def main():
@@ -63,15 +82,24 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--timesteps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rows = [bench_model(m, args.batch, args.timesteps, args.repeats) for m in args.models.split(",")]
+    if args.worker:     # one contender, in this fresh process (see contenders.py)
+        print(json.dumps({"seconds": step_time(*contender_step(args.worker, args.models, args.batch,
+                                                                args.timesteps), args.repeats)}))
+        return
+    rows = [bench_model(m, args.batch, args.timesteps, args.repeats, args.rounds) for m in args.models.split(",")]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
         print(f"{r['model']:>18} [batch {r['batch']}, T={r['timesteps']}]: training step ours {r['ours_step_s']:.3f} s, "
               f"snnTorch step loop {r['snntorch_step_s']:.3f} s -> {r['ratio_vs_snntorch']:.2f}x")
+    policy = rows[0]["omp_wait_policy"] if rows else {}
+    print(f"each contender timed in its own process, best of {args.rounds} alternating rounds x {args.repeats}; "
+          f"OpenMP wait policy: ours {policy.get('ours')}, snnTorch {policy.get('snntorch')}")
 
 
 if __name__ == "__main__":

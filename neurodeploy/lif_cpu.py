@@ -47,26 +47,44 @@ if AVAILABLE:
     # (and a channel offset c0), and works on 1-D rows: passed-in slices or 2-D
     # indexing with an offset leave the innermost loop scalar (3-4x slower).
     @njit(cache=True, nogil=True)
-    def _scan_uniform(lo, hi, c0, current, decay, gain, leak, threshold, v_reset, spikes, counts, per_position):
-        T, R, K = spikes.shape[0], current.shape[2], current.shape[3]
+    def _scan_uniform(lo, hi, c0, width, pool, scale, current, decay, gain, leak, threshold, v_reset,
+                      out, counts, per_position, active):
+        T, R, K = out.shape[0], current.shape[2], current.shape[3]
         static = current.shape[0] == 1
+        pooled = pool > 1
+        width_out = width // pool
         for b in range(lo, hi):
             v = np.zeros((R, K), np.float32)
-            n_spikes, n_inputs = 0, 0
+            n_spikes, n_inputs, n_graded = 0, 0, 0
             for t in range(T):
+                if pooled:
+                    out[t, b, :, c0:c0 + K] = 0
                 for r in range(R):       # one row of K neurons: 1-D views the loop below vectorises
+                    r_out = (r // width // pool) * width_out + (r % width) // pool if pooled else r
                     i_r, v_r = current[0 if static else t, b, r], v[r]
-                    s_r, p_r = spikes[t, b, r, c0:c0 + K], per_position[r, c0:c0 + K]
+                    s_r, p_r = out[t, b, r_out, c0:c0 + K], per_position[r, c0:c0 + K]
                     for k in range(K):
                         x = (v_r[k] * decay + gain * i_r[k]) + leak
                         fired = x > threshold
-                        s_r[k] = np.float32(fired)
+                        if pooled:
+                            s_r[k] += np.float32(fired)     # the window's spike count
+                        else:
+                            s_r[k] = np.float32(fired)
                         v_r[k] = v_reset if fired else x
                         p_r[k] += np.float32(fired)
                         n_spikes += fired
                         n_inputs += i_r[k] != 0
+                if pooled:               # count -> pooled value; count the nonzero and non-binary ones
+                    for r_out in range(out.shape[2]):
+                        o_r, a_r = out[t, b, r_out, c0:c0 + K], active[r_out, c0:c0 + K]
+                        for k in range(K):
+                            y = o_r[k] * scale
+                            o_r[k] = y
+                            a_r[k] += np.float32(y != 0)
+                            n_graded += (y != 0) & (y != 1)
             counts[b, 0] += n_spikes
             counts[b, 1] += n_inputs
+            counts[b, 2] += n_graded
 
     # The same loop with per-neuron parameters, (R, C) arrays. It is kept apart because
     # the common case (every zoo population shares its parameters) then reads five
@@ -153,30 +171,45 @@ def _over_samples(work, chunks) -> None:
         job.result()
 
 
-def lif_scan(current: np.ndarray, params: dict, spikes: np.ndarray, counts: np.ndarray,
-             per_position: np.ndarray, threads: int, channel_offset: int = 0) -> None:
-    """Write the spikes of a LIF population into ``spikes`` and count them.
+def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndarray,
+             per_position: np.ndarray, threads: int, channel_offset: int = 0,
+             pool: tuple[int, int, float] | None = None, active: np.ndarray | None = None) -> None:
+    """Write the spikes of a LIF population into ``out`` and count them.
 
     The neurons are laid out as (R, C) per sample, in memory order: (1, M) for a
     vector or (H*W, C) for a channels-last population. ``current`` (T or 1, B, R, K)
     drives the channels [channel_offset, channel_offset + K): all of them, or the
     slice that one branch of a concatenation writes (its spikes go straight into
-    their place). spikes: (T, B, R, C); params: decay, gain, leak, threshold,
+    their place). out: (T, B, R, C); params: decay, gain, leak, threshold,
     v_reset as float32 (1,) when the population shares them, else (R, C). The
-    counters are added to in the same pass: ``counts`` (B, 2) spikes and nonzero
-    input currents per sample (over the T steps), ``per_position`` (R, C) spikes
-    per neuron over T and B. All arrays C-contiguous."""
+    counters are added to in the same pass: ``counts`` (B, 3) spikes, nonzero
+    input currents and (pooled) graded outputs per sample, over the T steps;
+    ``per_position`` (R, C) spikes per neuron over T and B. All arrays C-contiguous.
+
+    ``pool`` = (k, W, scale) fuses the k x k pooling (stride k, no padding) that is
+    the population's only consumer: ``out`` is then (T, B, R/k^2, C) and receives
+    scale * (spikes in each window), the population of width W never being written
+    out; ``active`` (R/k^2, C) counts the nonzero pooled values over T and B. Only
+    for populations sharing their parameters."""
     reuse_freed_memory()
     p = [np.asarray(params[k], dtype=np.float32) for k in ("decay", "gain", "leak", "threshold", "v_reset")]
-    if all(a.size == 1 for a in p):
-        kernel, p = _scan_uniform, [np.float32(a.reshape(-1)[0]) for a in p]
-    else:
-        kernel, p = _scan_per_neuron, [np.ascontiguousarray(np.broadcast_to(a if a.size > 1 else a.reshape(1, 1),
-                                                                            spikes.shape[2:])) for a in p]
-    chunks = _chunks(spikes.shape[1], threads)
+    chunks = _chunks(out.shape[1], threads)
     per_chunk = np.zeros((len(chunks),) + per_position.shape, np.float32)
-    _over_samples(lambda k, lo, hi: kernel(lo, hi, channel_offset, current, *p, spikes, counts, per_chunk[k]),
-                  chunks)
+    if all(a.size == 1 for a in p):
+        k, width, scale = pool if pool is not None else (1, 1, 1.0)
+        active_chunk = np.zeros((len(chunks),) + (active.shape if pool is not None else (1, 1)), np.float32)
+        p = [np.float32(a.reshape(-1)[0]) for a in p]
+        _over_samples(lambda i, lo, hi: _scan_uniform(lo, hi, channel_offset, width, k, np.float32(scale),
+                                                      current, *p, out, counts, per_chunk[i], active_chunk[i]),
+                      chunks)
+        if pool is not None:
+            active += active_chunk.sum(0)
+    else:
+        if pool is not None:
+            raise ValueError("a fused pooling needs parameters shared by the population")
+        p = [np.ascontiguousarray(np.broadcast_to(a if a.size > 1 else a.reshape(1, 1), out.shape[2:])) for a in p]
+        _over_samples(lambda i, lo, hi: _scan_per_neuron(lo, hi, channel_offset, current, *p, out, counts,
+                                                         per_chunk[i]), chunks)
     per_position += per_chunk.sum(0)
 
 

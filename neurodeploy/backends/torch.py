@@ -225,6 +225,28 @@ class _Projection(_Op):
         return self._fanout[key]
 
 
+def _fusable_pools(nodes: dict, edges: list) -> dict:
+    """{population: (pooling node, k, scale)} for every k x k pooling (stride k, no
+    padding) that reads one LIF/IF population and nothing else, and is that
+    population's only consumer: the compiled loop can then pool the spikes as they
+    are made and never write the population out. k*k is a power of two, so the
+    average scale * (spike count) is exact, as avg_pool2d's sum / k^2 is."""
+    fused = {}
+    for q, node in nodes.items():
+        if not isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+            continue
+        k, stride, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        window = k[0] * k[1]
+        if k[0] != k[1] or stride != k or pad != (0, 0) or window < 2 or window & (window - 1):
+            continue
+        preds = [s for s, d in edges if d == q]
+        if len(preds) != 1 or not isinstance(nodes[preds[0]], (nir.LIF, nir.IF)):
+            continue
+        if [d for s, d in edges if s == preds[0]] == [q]:
+            fused[preds[0]] = (q, k[0], 1.0 / window if isinstance(node, nir.AvgPool2d) else 1.0)
+    return fused
+
+
 def _is_uniform(a: torch.Tensor) -> bool:
     """One value shared by the whole population."""
     return bool((a == a.reshape(-1)[0]).all())
@@ -318,52 +340,68 @@ class _Population(_Op):
                 v = torch.where(fired > 0, p.v_reset.expand_as(v), v)
         return out, {"v": v, "i": None}
 
-    def scan_layer(self, x, static, T, b):
+    def scan_layer(self, x, static, T, b, pool=None):
         """The layer-serial step: x is the summed current, (b, ...) when static (the same
         at every timestep) or (T*b, ...). Returns the output (T, b, ...) and, when the
         compiled loop ran, its counts (:class:`_LoopCounts`), else None.
 
         On CPU a spiking population without a synaptic stage runs as one compiled loop
         (:mod:`neurodeploy.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
-        channels-last there, the layout the spike-fed convolutions after it want."""
+        channels-last there, the layout the spike-fed convolutions after it want.
+        ``pool`` (k, scale): the k x k pooling that alone reads this population, run in
+        the same loop where it fits (see :meth:`pool_fits`); the output is then the
+        pooled one and ``_LoopCounts.pooled`` says so."""
         if not self.compiled_loop_fits(x):
             current = x.unsqueeze(0).expand(T, *x.shape) if static else x.reshape(T, b, *x.shape[1:])
             return self.scan(current)[0], None
         if x.dim() == 4 and not _channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b)
+        return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b, pool)
 
-    def scan_concatenation(self, parts: list, shape, T, b):
+    def scan_concatenation(self, parts: list, shape, T, b, pool=None):
         """scan_layer for a current that is a concatenation: ``parts`` are the branches'
         (T*b, C_part, ...) currents with their channel slices, which tile the population
         of per-sample ``shape``. Each branch's neurons run on their own (a neuron only
         sees its own current), so the concatenated current is never built."""
         parts = [(y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 and not _channels_last(y) else y,
                   span) for y, span in parts]
-        return self._compiled_scan(parts, shape, False, T, b)
+        return self._compiled_scan(parts, shape, False, T, b, pool)
 
-    def _compiled_scan(self, parts, shape, static, T, b):
+    def pool_fits(self, shape, pool) -> bool:
+        """The compiled loop can pool this population's spikes itself: a (C, H, W)
+        population sharing its parameters, H and W multiples of the window."""
+        if pool is None or len(shape) != 3 or shape[1] % pool[0] or shape[2] % pool[0]:
+            return False
+        return all(a.size == 1 for a in self._memory_order_params(tuple(shape), True).values())
+
+    def _compiled_scan(self, parts, shape, static, T, b, pool=None):
         """Run the compiled loop on each (current, channel slice) part. Memory order per
         sample is (rows, channels): (H*W, C) channels-last, (1, C) for a vector."""
         shape = tuple(shape)
         rows = int(np.prod(shape[1:])) if len(shape) == 3 else 1
         channels_last = len(shape) == 3
-        out = torch.empty((T * b,) + shape, memory_format=torch.channels_last if channels_last
+        pool = pool if self.pool_fits(shape, pool) else None
+        k, scale = pool if pool is not None else (1, 1.0)
+        out_shape = (shape[0], shape[1] // k, shape[2] // k) if pool is not None else shape
+        out = torch.empty((T * b,) + out_shape, memory_format=torch.channels_last if channels_last
                           else torch.contiguous_format)
-        spikes = _as_matrix(out).numpy().reshape(T, b, rows, -1)
-        counts = np.zeros((b, 2), np.int64)
+        out_rows = rows // (k * k)
+        values = _as_matrix(out).numpy().reshape(T, b, out_rows, -1)
+        counts = np.zeros((b, 3), np.int64)
         per_neuron = np.zeros((rows, shape[0]), np.float32)
+        active = np.zeros((out_rows, shape[0]), np.float32) if pool is not None else None
         params = self._memory_order_params(shape, channels_last)
         for current, span in parts:
             current = _as_matrix(current).contiguous().numpy().reshape(1 if static else T, b, rows, -1)
-            lif_cpu.lif_scan(current, params, spikes, counts, per_neuron, torch.get_num_threads(),
-                             channel_offset=span.start or 0)
-        per_neuron = torch.from_numpy(per_neuron)
-        if channels_last:    # memory order (H*W, C) -> the population's (C, H, W)
-            per_neuron = per_neuron.t().reshape(shape)
+            lif_cpu.lif_scan(current, params, values, counts, per_neuron, torch.get_num_threads(),
+                             channel_offset=span.start or 0,
+                             pool=(k, shape[2], scale) if pool is not None else None, active=active)
+        pooled = None
+        if pool is not None:
+            pooled = _Activity(_population_order(torch.from_numpy(active), out_shape), int(counts[:, 2].sum()) == 0)
         counts = _LoopCounts(torch.from_numpy(counts[:, 0]).float(), float(counts[:, 1].sum()),
-                             per_neuron.reshape(shape))
-        return out.view((T, b) + shape), counts
+                             _population_order(torch.from_numpy(per_neuron), shape), pooled)
+        return out.view((T, b) + out_shape), counts
 
     def compiled_loop_fits(self, x) -> bool:
         return (lif_cpu.AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
@@ -411,12 +449,30 @@ class _Population(_Op):
 
 
 @dataclass
+class _Activity:
+    """What a node sent on, summed over T and b: per position of its output, how many
+    values were nonzero (for spikes, their count), and whether all were 0 or 1. The
+    next projection's synaptic operations follow from it (see _count_projection)."""
+    nonzero: torch.Tensor
+    binary: bool
+
+
+@dataclass
 class _LoopCounts:
     """What the compiled LIF loop counted in its pass: spikes per sample (b,), nonzero
-    input currents (all samples and timesteps), spikes per neuron summed over T and b."""
+    input currents (all samples and timesteps), spikes per neuron summed over T and b,
+    and, when it pooled its spikes itself, the pooled output's activity."""
     spikes_per_sample: torch.Tensor
     input_events: float
     spikes_per_neuron: torch.Tensor
+    pooled: _Activity | None = None
+
+
+def _population_order(per_position: torch.Tensor, shape) -> torch.Tensor:
+    """(rows, C) in the compiled loop's memory order -> the population's shape."""
+    if len(shape) == 3:    # (H*W, C) -> (C, H, W)
+        per_position = per_position.t()
+    return per_position.reshape(shape)
 
 
 class _Threshold(_Op):
@@ -558,6 +614,8 @@ class TorchProgram:
         self.preds = {n: [s for s, d in self.edges if d == n] for n in self.nodes}
         self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
         self.spike_fed = {name: self._fed_by_spikes(name) for name in self.nodes}
+        # population -> (pooling node, window, scale) that its compiled loop may run itself
+        self.fused_pools = _fusable_pools(self.nodes, self.edges) if self.device.type == "cpu" else {}
         if self.device.type == "cpu":
             host_memory.reuse_freed_memory()
             for name, op in self.ops.items():
@@ -643,33 +701,38 @@ class TorchProgram:
         spikes = {k: torch.cat(v).numpy() for k, v in pop_counts.items()} if record_populations else {}
         return RunResult(outputs=out, counters=counters, population_spike_counts=spikes, seconds=seconds)
 
-    def _count_projection(self, op: _Projection, x, static, T, counters, spikes_per_input=None):
-        """spikes_per_input: the input's spikes summed over T and b, when the population's
-        compiled loop already counted them (else they are summed here)."""
+    def _count_projection(self, op: _Projection, x, static, T, counters, activity: _Activity | None = None,
+                          in_shape=None):
+        """x: the projection's input, (b, ...) if static, else (T*b, ...). activity: what
+        its input node already counted (then x may be None and ``in_shape`` is
+        (T*b, *per-sample shape)); else it is counted here from x."""
         c = counters.projections.get(op.name)
         if c is None:
             c = counters.projections[op.name] = ProjectionCounts(
                 kind=op.kind, binary_input=True,
                 parameters=int(sum(int((t != 0).sum()) for t in (op.w, op.b) if t is not None)))
-        fan = op.fanout(x.shape[1:])
+        in_shape = tuple(x.shape) if in_shape is None else tuple(in_shape)
+        fan = op.fanout(in_shape[1:])
         repeat = T if static else 1          # a static input is presented at every timestep
         spike_fed = self.spike_fed[op.name]
-        if c.binary_input and not spike_fed and not _all_binary(x):
-            c.binary_input = False
         # per input position, how many samples/steps had a nonzero value there (spikes: their sum)
-        if spikes_per_input is not None and spike_fed:
-            active = spikes_per_input.reshape(fan.shape)
+        if activity is not None:
+            active, binary = activity.nonzero.reshape(fan.shape), activity.binary
         else:
             active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
+            binary = spike_fed or not c.binary_input or _all_binary(x)
+        c.binary_input = c.binary_input and binary
         c.effective_ops += float((active * fan).sum()) * repeat
-        c.dense_ops += float(fan.sum()) * x.shape[0] * repeat
+        c.dense_ops += float(fan.sum()) * in_shape[0] * repeat
 
-    def _count_population(self, op: _Population, x, static, out, counters, b, loop_counts=None):
-        """x: the population's summed input current, (b, ...) if static (every timestep), else (T*b, ...)."""
+    def _count_population(self, op: _Population, shape, T, b, counters, loop_counts=None, x=None,
+                          static=False, out=None):
+        """shape: the population's; loop_counts: what its compiled loop counted, else they
+        are counted here from x, its summed input current ((b, ...) if static (every
+        timestep), else (T*b, ...)), and out, its (T, b, ...) output."""
         c = counters.populations.get(op.name)
         if c is None:
-            c = counters.populations[op.name] = PopulationCounts(kind=op.kind, neurons=int(np.prod(out.shape[2:])))
-        T = out.shape[0]
+            c = counters.populations[op.name] = PopulationCounts(kind=op.kind, neurons=int(np.prod(shape)))
         c.neuron_updates += float(c.neurons * T * b)
         if loop_counts is not None:
             c.input_events += loop_counts.input_events
@@ -719,28 +782,42 @@ class TorchProgram:
     def _run_layer_serial(self, xb, static, T, b, counters):
         values = {}   # node -> (tensor, static?) ; static tensors are (b, ...), others (T*b, ...)
         pops = {}
-        spikes_per_neuron = {}   # population (or a Flatten of one) -> its spikes summed over T and b
+        activity = {}   # node -> _Activity of its output, where the compiled loop counted it
         for name in self.order:
             op = self.ops[name]
             if name == self.inputs[0]:
                 values[name] = (xb if static else xb.reshape(T * b, *xb.shape[2:]), static)
                 continue
+            if name in values:     # a pooling that its population's compiled loop ran
+                continue
             if isinstance(op, _Population):
+                pool_name, window, scale = self.fused_pools.get(name, (None, None, None))
+                pool = (window, scale) if pool_name else None
                 parts = self._concatenation(name, values)
                 if parts:
                     shape = (sum(y.shape[1] for y, _ in parts),) + tuple(parts[0][0].shape[2:])
                     self._check_shape(name, shape)
-                    out, loop_counts = op.scan_concatenation(parts, shape, T, b)
+                    out, loop_counts = op.scan_concatenation(parts, shape, T, b, pool)
                     x, s = None, False      # the compiled loop counted everything
                 else:
                     x, s = self._gather(name, values, T, b)
-                    self._check_shape(name, tuple(x.shape[1:]))
-                    out, loop_counts = op.scan_layer(x, s, T, b)
+                    shape = tuple(x.shape[1:])
+                    self._check_shape(name, shape)
+                    out, loop_counts = op.scan_layer(x, s, T, b, pool)
+                if loop_counts is not None:
+                    activity[name] = _Activity(loop_counts.spikes_per_neuron, True)
                 if counters is not None:
-                    pops[name] = self._count_population(op, x, s, out, counters, b, loop_counts)
-                    if loop_counts is not None:
-                        spikes_per_neuron[name] = loop_counts.spikes_per_neuron
-                values[name] = (out.reshape(T * b, *out.shape[2:]), False)
+                    pops[name] = self._count_population(op, shape, T, b, counters, loop_counts, x, s, out)
+                pooled = out.reshape(T * b, *out.shape[2:])
+                if loop_counts is not None and loop_counts.pooled is not None:
+                    # the loop wrote the pooling's output; the population's spikes exist only as counts
+                    if counters is not None:
+                        self._count_projection(self.ops[pool_name], None, False, T, counters, activity[name],
+                                               in_shape=(T * b,) + shape)
+                    values[pool_name], activity[pool_name] = (pooled, False), loop_counts.pooled
+                    values[name] = (None, False)
+                else:
+                    values[name] = (pooled, False)
                 continue
             x, s = self._gather(name, values, T, b)
             self._check_shape(name, tuple(x.shape[1:]))
@@ -750,9 +827,9 @@ class TorchProgram:
                 values[name] = (shifted.reshape(T * b, *seq.shape[2:]), False)
             else:
                 preds = self.preds[name]
-                known = spikes_per_neuron.get(preds[0]) if len(preds) == 1 else None
+                known = activity.get(preds[0]) if len(preds) == 1 else None
                 if isinstance(op, _Flatten) and known is not None:
-                    spikes_per_neuron[name] = known.reshape(-1)
+                    activity[name] = _Activity(known.nonzero.reshape(-1), known.binary)
                 if isinstance(op, _Projection) and counters is not None:
                     self._count_projection(op, x, s, T, counters, known)
                 try:
@@ -786,7 +863,8 @@ class TorchProgram:
                     x = x + v
                 if isinstance(op, _Population):
                     out, state[name] = op.scan(x.unsqueeze(0), state.get(name))
-                    pops[name] = pops.get(name, 0) + self._count_population(op, x, False, out, counters, b)
+                    pops[name] = pops.get(name, 0) + self._count_population(op, tuple(out.shape[2:]), 1, b, counters,
+                                                                            x=x, out=out)
                     values[name] = (out[0], False)
                 elif getattr(op, "kind", None) == "Delay":
                     raise NeurodeployError(f"node {name}: Delay inside a recurrent graph is not supported")

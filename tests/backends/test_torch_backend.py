@@ -678,3 +678,66 @@ def test_compiled_lif_loop_equals_torch_ops_and_counts_the_same(monkeypatch, sta
     assert compiled.counters.to_dict() == plain.counters.to_dict()
     for name in ("lif1", "lif2"):
         np.testing.assert_array_equal(compiled.population_spike_counts[name], plain.population_spike_counts[name])
+
+
+def _pool(kind, k, stride=None, padding=0):
+    stride = k if stride is None else stride
+    return kind(kernel_size=np.array([k, k]), stride=np.array([stride, stride]), padding=np.array([padding, padding]))
+
+
+def test_population_pools_its_own_spikes_with_the_same_outputs_and_counters(monkeypatch):
+    """A LIF whose only consumer is a k x k pooling (stride k, k*k a power of two) pools its
+    spikes inside the compiled loop and never writes them out. Against the torch ops
+    (which run the population and the pooling apart): identical outputs, population
+    spike counts and counters, for average and sum pooling, a concatenation's population
+    and a static input; the k=3 pooling and the population with two consumers are not fused."""
+    from neurodeploy import lif_cpu
+    rng = np.random.default_rng(5)
+    c, hw = 4, (8, 8)
+    w = lambda *s: (rng.integers(-8, 9, size=s) / 8.0).astype(np.float32)
+    conv = lambda wt, b, pad, in_hw: _conv(wt, np.full(wt.shape[0], b, np.float32), padding=pad, in_hw=in_hw)
+    nodes = {"conv0": conv(w(c, 1, 3, 3), 0.25, 1, hw), "lif0": lif(0.75, shape=(c, *hw)),
+             "avg": _pool(nir.AvgPool2d, 2),                                          # fused: (4, 4, 4)
+             "cat_a": conv(np.concatenate([w(c, c, 1, 1), np.zeros((c, c, 1, 1), np.float32)]), 0.5, 0, (4, 4)),
+             "cat_b": conv(np.concatenate([np.zeros((c, c, 3, 3), np.float32), w(c, c, 3, 3)]), 0.5, 1, (4, 4)),
+             "lif1": lif(0.5, shape=(2 * c, 4, 4)),
+             "sum": _pool(nir.SumPool2d, 4),                                          # fused: (2c, 1, 1)
+             "fc": nir.Affine(weight=w(2 * c, 2 * c), bias=np.zeros(2 * c, np.float32)),
+             "lif2": lif(0.5, shape=(2 * c,)), "side": lif(0.5, shape=(2 * c,)),
+             "fc2": nir.Affine(weight=w(3, 2 * c), bias=np.zeros(3, np.float32)),
+             "odd_in": conv(w(c, 1, 3, 3), 0.0, 1, hw), "lif_odd": lif(0.75, shape=(c, *hw)),
+             "avg3": _pool(nir.AvgPool2d, 3, stride=3, padding=1),                   # 3x3: not fused
+             "fc3": nir.Affine(weight=w(3, c * 9), bias=np.zeros(3, np.float32)), "flat": nir.Flatten(
+                 start_dim=0, end_dim=-1, input_type={"input": np.array([c, 3, 3])}),
+             "avg2b": _pool(nir.AvgPool2d, 2),                                       # lif_odd has two readers
+             "flat2": nir.Flatten(start_dim=0, end_dim=-1, input_type={"input": np.array([c, 4, 4])}),
+             "fc4": nir.Affine(weight=w(3, c * 16), bias=np.zeros(3, np.float32)),
+             "lif3": lif(0.5, shape=(3,))}
+    edges = [("input", "conv0"), ("conv0", "lif0"), ("lif0", "avg"), ("avg", "cat_a"), ("avg", "cat_b"),
+             ("cat_a", "lif1"), ("cat_b", "lif1"), ("lif1", "sum"), ("sum", "fc_flat"), ("fc_flat", "fc"),
+             ("fc", "lif2"), ("fc", "side"), ("lif2", "fc2"), ("side", "fc2"), ("fc2", "lif3"),
+             ("input", "odd_in"), ("odd_in", "lif_odd"), ("lif_odd", "avg3"), ("avg3", "flat"), ("flat", "fc3"),
+             ("fc3", "lif3"), ("lif_odd", "avg2b"), ("avg2b", "flat2"), ("flat2", "fc4"), ("fc4", "lif3"),
+             ("lif3", "output")]
+    nodes["fc_flat"] = nir.Flatten(start_dim=0, end_dim=-1, input_type={"input": np.array([2 * c, 1, 1])})
+    g = graph(nodes, edges, [1, *hw], [3])
+    T, n = 6, 7
+    for static in (True, False):
+        x = (rng.integers(0, 9, size=(n, 1, *hw) if static else (T, n, 1, *hw)) / 8.0).astype(np.float32)
+        program = torch_compile(g, device="cpu")
+        assert {p: q for p, (q, _, _) in program.fused_pools.items()} == {"lif0": "avg", "lif1": "sum"}
+        torch_pooled = []
+        for q in ("avg", "sum", "avg3", "avg2b"):
+            op = program.ops[q]
+            monkeypatch.setattr(op, "output", lambda x, q=q, f=op.output: torch_pooled.append(q) or f(x))
+        fused = program.run(x, timesteps=T, batch_size=n)
+        assert sorted(torch_pooled) == ["avg2b", "avg3"]      # the other two ran inside their population's loop
+        with monkeypatch.context() as m:
+            m.setattr(lif_cpu, "AVAILABLE", False)
+            plain = torch_compile(g, device="cpu").run(x, timesteps=T, batch_size=n)
+        assert 0 < fused.outputs.mean() < 1
+        np.testing.assert_array_equal(fused.outputs, plain.outputs)
+        assert fused.counters.to_dict() == plain.counters.to_dict()
+        assert fused.counters.projections["cat_a"].binary_input is False     # pooled: graded values
+        for name in plain.population_spike_counts:
+            np.testing.assert_array_equal(fused.population_spike_counts[name], plain.population_spike_counts[name])
