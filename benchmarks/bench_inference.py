@@ -26,7 +26,6 @@ import copy
 import json
 import time
 
-import numpy as np
 import torch
 
 from contenders import omp_policy, race

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 DEFAULT_DT = 1e-4  # snnTorch's export convention; NIR itself stores no dt
 
@@ -104,30 +105,33 @@ class _CompiledLIFScan(torch.autograd.Function):
     pass (the same float32 arithmetic, so the same spikes) and its backpropagation
     through time. In torch ops the scan is four passes over the membrane per
     timestep, and indexing current[t] costs a zero-filled (T, B, ...) tensor per
-    step in the backward pass."""
+    step in the backward pass. ``pool`` = k: the k x k average pooling (stride k) of
+    the spikes, fused (see :func:`lif_scan_pooled`)."""
 
     @staticmethod
-    def forward(ctx, current, c: LIFCoefficients, slope: float):
+    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1):
         from . import lif_cpu
         T, B = current.shape[:2]
         static = current.stride(0) == 0                # a static input expanded over T
         flat = (current[:1] if static else current).contiguous().reshape(1 if static else T, B, -1)
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
-        spikes, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads)
+        fused = (tuple(current.shape[2:]), pool, 1.0 / pool ** 2) if pool > 1 else None
+        out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused)
         ctx.save_for_backward(torch.from_numpy(membrane))
-        ctx.shape, ctx.args = current.shape, (decay, gain, threshold, slope, threads)
-        return torch.from_numpy(spikes).view(current.shape)
+        ctx.shape, ctx.args = current.shape, (decay, gain, threshold, slope, threads, fused)
+        shape = current.shape if pool == 1 else current.shape[:3] + tuple(n // pool for n in current.shape[3:])
+        return torch.from_numpy(out).view(shape)
 
     @staticmethod
-    def backward(ctx, grad_spikes):
+    def backward(ctx, grad_out):
         from . import lif_cpu
         (membrane,) = ctx.saved_tensors
-        decay, gain, threshold, slope, threads = ctx.args
+        decay, gain, threshold, slope, threads, fused = ctx.args
         T, B = ctx.shape[:2]
-        g = grad_spikes.contiguous().reshape(T, B, -1).numpy()
-        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads)
-        return torch.from_numpy(grad).view(ctx.shape), None, None      # expand() sums a static one over T
+        g = grad_out.contiguous().reshape(T, B, -1).numpy()
+        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused)
+        return torch.from_numpy(grad).view(ctx.shape), None, None, None   # expand() sums a static one over T
 
 
 def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
@@ -165,3 +169,20 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
             membranes.append(v)
     out = torch.stack(spikes)
     return (out, torch.stack(membranes)) if return_membrane else out
+
+
+
+def lif_scan_pooled(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float, k: int) -> torch.Tensor:
+    """F.avg_pool2d(lif_scan(current), k) for a (T, B, C, H, W) current, as (T, B, C, H/k, W/k).
+
+    On CPU, where lif_scan runs as compiled loops, k*k is a power of two and H, W are
+    multiples of k, one loop makes each sample's spikes and pools them while they are
+    in cache, and its backward pass spreads the pooled gradient back (the population's
+    spikes are never written out; the same values and gradients as the two steps)."""
+    T, B = current.shape[:2]
+    if (current.dim() == 5 and k > 1 and not k & (k - 1) and current.shape[3] % k == 0
+            and current.shape[4] % k == 0 and _compiled_scan_fits(current, c)):
+        return _CompiledLIFScan.apply(current, c, surrogate_slope, k)
+    spikes = lif_scan(current, c, surrogate_slope).reshape(T * B, *current.shape[2:])
+    pooled = F.avg_pool2d(spikes, k)
+    return pooled.reshape(T, B, *pooled.shape[1:])

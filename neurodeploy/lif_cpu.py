@@ -114,32 +114,78 @@ if AVAILABLE:
             counts[b, 1] += n_inputs
 
     @njit(cache=True, nogil=True)
-    def _train_forward(lo, hi, current, decay, gain, leak, threshold, spikes, membrane):
-        """Zero reset; keeps the membrane before reset for the surrogate gradient."""
-        T, M = spikes.shape[0], spikes.shape[2]
+    def _window_sums(src, dst, shape, k, scale):
+        """dst (C*Ho*Wo) = scale * (sum of each k x k window of src (C*H*W)), NCHW order."""
+        C, H, W = shape
+        Ho, Wo = H // k, W // k
+        for c in range(C):
+            for yo in range(Ho):
+                d = dst[(c * Ho + yo) * Wo:(c * Ho + yo + 1) * Wo]
+                d[:] = 0
+                for dy in range(k):
+                    row = src[(c * H + yo * k + dy) * W:(c * H + yo * k + dy + 1) * W]
+                    for xo in range(Wo):
+                        for dx in range(k):
+                            d[xo] += row[xo * k + dx]
+                for xo in range(Wo):
+                    d[xo] *= scale
+
+    @njit(cache=True, nogil=True)
+    def _spread_windows(src, dst, shape, k, scale):
+        """The adjoint of _window_sums: dst (C*H*W) = scale * src at each position's window
+        (k is a power of two: shifts, not integer divisions, in the inner loop)."""
+        C, H, W = shape
+        Ho, Wo = H // k, W // k
+        shift = 0
+        while (1 << shift) < k:
+            shift += 1
+        for c in range(C):
+            for yo in range(Ho):
+                s = src[(c * Ho + yo) * Wo:(c * Ho + yo + 1) * Wo]
+                first = (c * H + yo * k) * W
+                d = dst[first:first + W]
+                for x in range(W):
+                    d[x] = s[x >> shift] * scale
+                for dy in range(1, k):
+                    dst[first + dy * W:first + (dy + 1) * W] = d
+
+    @njit(cache=True, nogil=True)
+    def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale):
+        """Zero reset; keeps the membrane before reset for the surrogate gradient. With
+        k > 1, ``out`` receives the k x k average (times scale*k*k) of each sample's spikes."""
+        T, M = membrane.shape[0], membrane.shape[2]
         static = current.shape[0] == 1
+        pooled = k > 1
+        scratch = np.empty(M if pooled else 0, np.float32)
         for b in range(lo, hi):
             v = np.zeros(M, np.float32)
             for t in range(T):
                 i_t = current[0, b] if static else current[t, b]
-                s_t, m_t = spikes[t, b], membrane[t, b]
+                s_t, m_t = scratch if pooled else out[t, b], membrane[t, b]
                 for i in range(M):
                     x = (v[i] * decay + gain * i_t[i]) + leak
                     m_t[i] = x
                     fired = x > threshold
                     s_t[i] = np.float32(fired)
                     v[i] = np.float32(0.0) if fired else x
+                if pooled:
+                    _window_sums(s_t, out[t, b], shape, k, scale)
 
     @njit(cache=True, nogil=True)
-    def _train_backward(lo, hi, grad_spikes, membrane, decay, gain, threshold, slope, grad_current):
+    def _train_backward(lo, hi, grad_out, membrane, decay, gain, threshold, slope, grad_current, shape, k, scale):
         """Backpropagation through time of _train_forward (see lif_scan_backward)."""
-        T, M = grad_spikes.shape[0], grad_spikes.shape[2]
+        T, M = membrane.shape[0], membrane.shape[2]
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
+        pooled = k > 1
+        scratch = np.empty(M if pooled else 0, np.float32)
         for b in range(lo, hi):
             dv_later = np.zeros(M, np.float32)      # dL/dv[t+1]
             for t in range(T - 1, -1, -1):
-                g_t, m_t, out = grad_spikes[t, b], membrane[t, b], grad_current[t, b]
+                if pooled:                          # dL/ds[t] of every neuron from its window's
+                    _spread_windows(grad_out[t, b], scratch, shape, k, scale)
+                g_t = scratch if pooled else grad_out[t, b]
+                m_t, out = membrane[t, b], grad_current[t, b]
                 for i in range(M):
                     x = m_t[i] - threshold
                     z = half_pi_slope * x
@@ -214,24 +260,30 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
 
 
 def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak: float, threshold: float,
-                   threads: int):
+                   threads: int, pool: tuple | None = None):
     """Forward pass for training (zero reset, parameters shared by the population).
 
-    current: (T or 1, B, M) float32 (1: static). Returns spikes (T, B, M) and the
-    membrane before reset (T, B, M), which :func:`lif_scan_backward` needs."""
+    current: (T or 1, B, M) float32 (1: static). Returns the spikes (T, B, M) and the
+    membrane before reset (T, B, M), which :func:`lif_scan_backward` needs.
+    ``pool`` = ((C, H, W), k, scale) fuses the k x k pooling (stride k) that reads the
+    population (M = C*H*W in NCHW order): the first result is then (T, B, C*H/k*W/k),
+    scale * the spikes in each window, and the spikes are never written out."""
     reuse_freed_memory()
     B, M = current.shape[1:]
-    spikes = np.empty((T, B, M), np.float32)
+    shape, k, scale = pool if pool is not None else ((M, 1, 1), 1, 1.0)
+    out = np.empty((T, B, M // (k * k)), np.float32)
     membrane = np.empty((T, B, M), np.float32)
     d, g, l, th = (np.float32(v) for v in (decay, gain, leak, threshold))
-    _over_samples(lambda k, lo, hi: _train_forward(lo, hi, current, d, g, l, th, spikes, membrane),
-                  _chunks(B, threads))
-    return spikes, membrane
+    shape = tuple(int(n) for n in shape)
+    _over_samples(lambda i, lo, hi: _train_forward(lo, hi, current, d, g, l, th, out, membrane, shape, k,
+                                                   np.float32(scale)), _chunks(B, threads))
+    return out, membrane
 
 
-def lif_scan_backward(grad_spikes: np.ndarray, membrane: np.ndarray, decay: float, gain: float,
-                      threshold: float, slope: float, threads: int) -> np.ndarray:
-    """dL/dcurrent (T, B, M) from dL/dspikes, backpropagated through time.
+def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, gain: float,
+                      threshold: float, slope: float, threads: int, pool: tuple | None = None) -> np.ndarray:
+    """dL/dcurrent (T, B, M) from dL/dspikes (or, with ``pool``, dL/d of the pooled
+    output, each neuron's spike getting scale * its window's), backpropagated through time.
 
     With x[t] = v[t] - threshold (membrane before reset) and the arctan surrogate
     sigma'(x) = (slope/2) / (1 + (pi/2 * slope * x)^2):
@@ -241,9 +293,11 @@ def lif_scan_backward(grad_spikes: np.ndarray, membrane: np.ndarray, decay: floa
 
     the gradient of :func:`neurodeploy.dynamics.lif_scan`, whose reset
     v * (1 - s) passes no gradient through s."""
-    T, B, M = grad_spikes.shape
+    T, B, M = membrane.shape
+    shape, k, scale = pool if pool is not None else ((M, 1, 1), 1, 1.0)
+    shape = tuple(int(n) for n in shape)
     grad = np.empty((T, B, M), np.float32)
     d, g, th, sl = (np.float32(v) for v in (decay, gain, threshold, slope))
-    _over_samples(lambda k, lo, hi: _train_backward(lo, hi, grad_spikes, membrane, d, g, th, sl, grad),
-                  _chunks(B, threads))
+    _over_samples(lambda i, lo, hi: _train_backward(lo, hi, grad_out, membrane, d, g, th, sl, grad, shape, k,
+                                                    np.float32(scale)), _chunks(B, threads))
     return grad

@@ -167,3 +167,35 @@ def test_compiled_cpu_scan_equals_torch_ops_forward_and_backward(monkeypatch, st
     assert torch.equal(s_compiled, s_ops)
     torch.testing.assert_close(g_compiled, g_ops, rtol=1e-5, atol=1e-6)
     assert float(g_ops.abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("static, k", [(False, 2), (True, 2), (False, 4)])
+def test_pooled_scan_equals_scan_then_average_pooling(monkeypatch, static, k):
+    """lif_scan_pooled (one compiled loop that pools each sample's spikes, and spreads the
+    pooled gradient back) against lif_scan then F.avg_pool2d: the same values bit for
+    bit, the same gradient to float32 rounding; a 3x3 window falls back to the two steps."""
+    lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
+    c = lif.coefficients("cpu")
+    rng = np.random.default_rng(7)
+    T, B, C, H, W = 5, 3, 2, 8, 8
+    base = torch.from_numpy(rng.normal(0.4, 0.8, (1 if static else T, B, C, H, W)).astype(np.float32))
+    weights = torch.from_numpy(rng.normal(size=(T, B, C, H // k, W // k)).astype(np.float32))
+
+    def run(fused):
+        x = base.clone().requires_grad_(True)
+        current = x.expand(T, *x.shape[1:]) if static else x
+        if fused:
+            y = dynamics.lif_scan_pooled(current, c, lif.surrogate_slope, k)
+        else:
+            s = dynamics.lif_scan(current, c, lif.surrogate_slope).reshape(T * B, C, H, W)
+            y = torch.nn.functional.avg_pool2d(s, k).reshape(T, B, C, H // k, W // k)
+        (y * weights).sum().backward()
+        return y, x.grad, y.grad_fn
+    y_fused, g_fused, fn = run(True)
+    assert type(fn).__name__ == "_CompiledLIFScanBackward"
+    y_plain, g_plain, _ = run(False)
+    assert 0 < float((y_plain > 0).float().mean()) < 1 and float(g_plain.abs().max()) > 0.1
+    assert torch.equal(y_fused, y_plain)
+    torch.testing.assert_close(g_fused, g_plain, rtol=1e-5, atol=1e-6)
+    odd = torch.ones(T, B, C, 9, 9)
+    assert dynamics.lif_scan_pooled(odd, c, lif.surrogate_slope, 3).shape == (T, B, C, 3, 3)

@@ -142,17 +142,90 @@ class LIF(nn.Module):
         if getattr(self, "step_state", None) is not None:     # single-step mode (ONNX export)
             s, self.step_next = self.step(x, self.step_state)
             return s
+        spikes = dynamics.lif_scan(self.current(x), self.coefficients(x.device), self.surrogate_slope)
+        return spikes.reshape(-1, *x.shape[1:])
+
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        """The input current (T, B, ...) of x, (T*B, ...) or, when static, (B, ...)."""
         T, B = self.timesteps, self.batch if self.batch is not None else x.shape[0] // self.timesteps
         self.population_shape = tuple(x.shape[1:])
         if x.shape[0] == B and T > 1:        # static input current: present it at every step
-            current = x.unsqueeze(0).expand(T, *x.shape)
-        else:
-            current = x.reshape(T, B, *x.shape[1:])
-        spikes = dynamics.lif_scan(current, self.coefficients(x.device), self.surrogate_slope)
-        return spikes.reshape(T * B, *x.shape[1:])
+            return x.unsqueeze(0).expand(T, *x.shape)
+        return x.reshape(T, B, *x.shape[1:])
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}, surrogate=atan(slope={self.surrogate_slope})"
+
+
+class PooledLIF(nn.Module):
+    """A LIF population and the k x k average pooling (stride k) that alone reads it, as
+    one step for training: ``pool(lif(x))``, the same values and gradients, computed by
+    :func:`neurodeploy.dynamics.lif_scan_pooled` (on CPU one compiled loop that never
+    writes the population's spikes out). Holds the model's own two modules; built by
+    :func:`fuse_lif_pooling`."""
+
+    def __init__(self, lif: LIF, pool: nn.AvgPool2d):
+        super().__init__()
+        self.lif, self.pool = lif, pool
+
+    def forward(self, x):
+        y = dynamics.lif_scan_pooled(self.lif.current(x), self.lif.coefficients(x.device),
+                                     self.lif.surrogate_slope, _window(self.pool))
+        return y.reshape(-1, *y.shape[2:])
+
+
+def _window(pool: nn.Module) -> int | None:
+    """k for an average pooling over k x k windows with stride k, no padding, k*k a
+    power of two (so its average of spikes is exact); else None."""
+    if not isinstance(pool, nn.AvgPool2d) or pool.ceil_mode or pool.divisor_override is not None:
+        return None
+    k, stride, pad = (torch.nn.modules.utils._pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+    if k[0] != k[1] or stride != k or pad != (0, 0) or k[0] < 2 or k[0] & (k[0] - 1):
+        return None
+    return k[0]
+
+
+class LeafTracer(torch.fx.Tracer):
+    """Traces through containers (Sequential, Fire, residual blocks) down to these leaves."""
+
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, TRACE_LEAVES) or super().is_leaf_module(m, qualname)
+
+
+def fuse_lif_pooling(features: nn.Module) -> nn.Module:
+    """The graph of ``features`` with every LIF whose only reader is a fusable average
+    pooling (see :func:`_window`) replaced, together with that pooling, by a
+    :class:`PooledLIF` (a torch.fx pass). ``features`` itself is left as it is (its
+    modules are shared); without such a pair, or when it cannot be traced (other
+    neuron modules swapped in), it is returned unchanged."""
+    modules = list(features.modules())
+    if not any(isinstance(m, LIF) for m in modules) or not any(_window(m) for m in modules):
+        return features
+    try:
+        gm = torch.fx.GraphModule(features, LeafTracer().trace(features))
+    except torch.fx.proxy.TraceError:
+        return features
+    modules = dict(gm.named_modules())
+    fused = 0
+    for node in list(gm.graph.nodes):
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if (source is None or not isinstance(source, torch.fx.Node) or source.op != "call_module"
+                or _window(modules[node.target]) is None or not isinstance(modules[source.target], LIF)
+                or len(source.users) != 1):
+            continue
+        name = f"pooled_lif_{fused}"
+        gm.add_submodule(name, PooledLIF(modules[source.target], modules[node.target]))
+        with gm.graph.inserting_before(node):
+            pooled = gm.graph.call_module(name, source.args)
+        node.replace_all_uses_with(pooled)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(source)
+        fused += 1
+    if not fused:
+        return features
+    gm.graph.lint()
+    gm.recompile()
+    return gm
 
 
 class ConvBN(nn.Module):
@@ -240,6 +313,11 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
 
 
+# What torch.fx traces stop at (the NIR export's nodes and the fusion pass's)
+TRACE_LEAVES = (ConvBN, LinearOut, LIF, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, SqueezeExcite, nn.ReLU,
+                nn.Identity, nn.AdaptiveAvgPool2d, nn.Sigmoid, nn.SiLU)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: (g, C/g) -> transpose -> (C/g, g).
 
@@ -310,7 +388,16 @@ class TwinModel(nn.Module):
         self.arguments: dict = {}
 
     def body(self, x):
-        """One pass through the layers, time folded into the batch (families set ``features``)."""
+        """One pass through the layers, time folded into the batch (families set ``features``).
+        Training a spiking twin on CPU runs them with LIF + pooling pairs fused
+        (:func:`fuse_lif_pooling`): the same values and gradients, less memory traffic."""
+        if self.training and self.twin.spiking and isinstance(x, torch.Tensor) and x.device.type == "cpu":
+            # kept outside _modules (no state_dict entries); rebuilt when any module was swapped
+            modules = tuple(self.features.modules())
+            cached = self.__dict__.get("_training_features")
+            if cached is None or len(cached[0]) != len(modules) or any(a is not b for a, b in zip(cached[0], modules)):
+                cached = self.__dict__["_training_features"] = (modules, fuse_lif_pooling(self.features))
+            return cached[1](x)
         return self.features(x)
 
     def _set_time(self, batch):

@@ -43,18 +43,9 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..architectures.layers import LIF, ConvBN, LinearOut, SqueezeExcite, TwinModel, channel_shuffle
+from ..architectures.layers import LIF, ConvBN, LeafTracer, LinearOut, SqueezeExcite, TwinModel, channel_shuffle
 from ..errors import NeurodeployError
 from .metadata import GraphConventions, with_conventions
-
-LEAVES = (ConvBN, LinearOut, LIF, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, SqueezeExcite, nn.ReLU,
-          nn.Identity, nn.AdaptiveAvgPool2d, nn.Sigmoid, nn.SiLU)
-
-
-class _Tracer(torch.fx.Tracer):
-    def is_leaf_module(self, m, qualname):
-        return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
-
 
 class _Body(nn.Module):
     def __init__(self, model):
@@ -68,7 +59,7 @@ class _Body(nn.Module):
 def trace(model: TwinModel, input_shape) -> torch.fx.GraphModule:
     """fx graph of ``model.body`` with per-sample shapes attached (node.meta['tensor_meta'])."""
     body = _Body(model)
-    graph = _Tracer().trace(body)
+    graph = LeafTracer().trace(body)
     gm = torch.fx.GraphModule(body, graph)
     model.eval()
     model._set_time(1)

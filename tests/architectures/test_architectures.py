@@ -200,3 +200,36 @@ def test_count_macs_restores_state():
 def test_count_macs_spiking_twin_equals_cnn_twin():
     m = _One(nn.Sequential(ConvBN(1, 2, 3, snap=True), LIF()), twin="snn")
     assert count_macs(m, (1, 6, 6)) == 2 * 6 * 6 * 9
+
+
+@pytest.mark.parametrize("name, pairs", [("pruned_squeezenet", 4), ("xception", 1)])
+def test_training_fuses_lif_and_pooling_with_the_same_values_and_gradients(name, pairs):
+    """Training a spiking twin on CPU runs each LIF whose only reader is a 2x2 / 4x4
+    average pooling as one PooledLIF step (a torch.fx pass over ``features``): the same
+    output and parameter gradients, bit for bit, as the plain modules; no state_dict
+    entries; rebuilt when a module is swapped."""
+    import torch.nn.functional as F
+    from neurodeploy.architectures.layers import PooledLIF, fuse_lif_pooling
+    torch.manual_seed(0)
+    model = build(name, "snn", in_channels=3)
+    model.train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    fused = fuse_lif_pooling(model.features)
+    assert sum(isinstance(m, PooledLIF) for m in fused.modules()) == pairs
+
+    def grads(body):
+        model.zero_grad()
+        model._set_time(x.shape[0])
+        out = body(x).reshape(model.timesteps, x.shape[0], -1).sum(0)
+        F.cross_entropy(out, y).backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+    keys = set(model.state_dict())
+    out_fused, g_fused = grads(model.body)
+    out_plain, g_plain = grads(model.features)
+    assert set(model.state_dict()) == keys
+    assert torch.equal(out_fused, out_plain)
+    assert all(torch.equal(a, b) for a, b in zip(g_fused, g_plain))
+    first = model.__dict__["_training_features"][1]
+    model.features[1] = type(model.features[1])(0.5)           # a module swapped: the fusion is rebuilt
+    model.body(x)
+    assert model.__dict__["_training_features"][1] is not first
