@@ -47,13 +47,20 @@ if AVAILABLE:
     # (and a channel offset c0), and works on 1-D rows: passed-in slices or 2-D
     # indexing with an offset leave the innermost loop scalar (3-4x slower).
     @njit(cache=True, nogil=True)
-    def _scan_uniform(lo, hi, c0, width, pool, scale, current, decay, gain, leak, threshold, v_reset,
-                      out, counts, per_position, active):
-        T, R, K = out.shape[0], current.shape[2], current.shape[3]
+    def _scan_uniform(lo, hi, c0, width, pool, scale, current, channels_first, decay, gain, leak, threshold,
+                      v_reset, out, counts, per_position, active):
+        T = out.shape[0]
+        R, K = (current.shape[3], current.shape[2]) if channels_first else (current.shape[2], current.shape[3])
         static = current.shape[0] == 1
         pooled = pool > 1
         width_out = width // pool
+        rows = np.empty((R if channels_first else 0, K), np.float32)
         for b in range(lo, hi):
+            if channels_first:   # a static (K, R) current: into memory order once per sample, in cache
+                for k in range(K):
+                    src = current[0, b, k]
+                    for r in range(R):
+                        rows[r, k] = src[r]
             v = np.zeros((R, K), np.float32)
             n_spikes, n_inputs, n_graded = 0, 0, 0
             for t in range(T):
@@ -61,7 +68,8 @@ if AVAILABLE:
                     out[t, b, :, c0:c0 + K] = 0
                 for r in range(R):       # one row of K neurons: 1-D views the loop below vectorises
                     r_out = (r // width // pool) * width_out + (r % width) // pool if pooled else r
-                    i_r, v_r = current[0 if static else t, b, r], v[r]
+                    i_r = rows[r] if channels_first else current[0 if static else t, b, r]
+                    v_r = v[r]
                     s_r, p_r = out[t, b, r_out, c0:c0 + K], per_position[r, c0:c0 + K]
                     for k in range(K):
                         x = (v_r[k] * decay + gain * i_r[k]) + leak
@@ -219,7 +227,8 @@ def _over_samples(work, chunks) -> None:
 
 def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndarray,
              per_position: np.ndarray, threads: int, channel_offset: int = 0,
-             pool: tuple[int, int, float] | None = None, active: np.ndarray | None = None) -> None:
+             pool: tuple[int, int, float] | None = None, active: np.ndarray | None = None,
+             channels_first: bool = False) -> None:
     """Write the spikes of a LIF population into ``out`` and count them.
 
     The neurons are laid out as (R, C) per sample, in memory order: (1, M) for a
@@ -236,17 +245,22 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
     the population's only consumer: ``out`` is then (T, B, R/k^2, C) and receives
     scale * (spikes in each window), the population of width W never being written
     out; ``active`` (R/k^2, C) counts the nonzero pooled values over T and B. Only
-    for populations sharing their parameters."""
+    for populations sharing their parameters. ``channels_first``: a static current
+    given as (1, B, K, R), the (C, H*W) order of the convolution that made it; each
+    sample is put into memory order in cache, not in a pass over the whole tensor."""
     reuse_freed_memory()
     p = [np.asarray(params[k], dtype=np.float32) for k in ("decay", "gain", "leak", "threshold", "v_reset")]
     chunks = _chunks(out.shape[1], threads)
     per_chunk = np.zeros((len(chunks),) + per_position.shape, np.float32)
+    if channels_first and not all(a.size == 1 for a in p):
+        current, channels_first = np.ascontiguousarray(current.transpose(0, 1, 3, 2)), False
     if all(a.size == 1 for a in p):
         k, width, scale = pool if pool is not None else (1, 1, 1.0)
         active_chunk = np.zeros((len(chunks),) + (active.shape if pool is not None else (1, 1)), np.float32)
         p = [np.float32(a.reshape(-1)[0]) for a in p]
         _over_samples(lambda i, lo, hi: _scan_uniform(lo, hi, channel_offset, width, k, np.float32(scale),
-                                                      current, *p, out, counts, per_chunk[i], active_chunk[i]),
+                                                      current, channels_first, *p, out, counts, per_chunk[i],
+                                                      active_chunk[i]),
                       chunks)
         if pool is not None:
             active += active_chunk.sum(0)

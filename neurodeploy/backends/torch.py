@@ -354,8 +354,8 @@ class _Population(_Op):
         if not self.compiled_loop_fits(x):
             current = x.unsqueeze(0).expand(T, *x.shape) if static else x.reshape(T, b, *x.shape[1:])
             return self.scan(current)[0], None
-        if x.dim() == 4 and not _channels_last(x):
-            x = x.contiguous(memory_format=torch.channels_last)
+        if x.dim() == 4 and not _channels_last(x) and not (static and x.is_contiguous()):
+            x = x.contiguous(memory_format=torch.channels_last)     # (a static NCHW one is read as it is)
         return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b, pool)
 
     def scan_concatenation(self, parts: list, shape, T, b, pool=None):
@@ -392,10 +392,13 @@ class _Population(_Op):
         active = np.zeros((out_rows, shape[0]), np.float32) if pool is not None else None
         params = self._memory_order_params(shape, channels_last)
         for current, span in parts:
-            current = _as_matrix(current).contiguous().numpy().reshape(1 if static else T, b, rows, -1)
+            channels_first = (static and channels_last and current.is_contiguous()    # a static NCHW current
+                              and not current.is_contiguous(memory_format=torch.channels_last))
+            current = (current.reshape(1, b, current.shape[1], rows).numpy() if channels_first else
+                       _as_matrix(current).contiguous().numpy().reshape(1 if static else T, b, rows, -1))
             lif_cpu.lif_scan(current, params, values, counts, per_neuron, torch.get_num_threads(),
-                             channel_offset=span.start or 0,
-                             pool=(k, shape[2], scale) if pool is not None else None, active=active)
+                             channel_offset=span.start or 0, pool=(k, shape[2], scale) if pool is not None else None,
+                             active=active, channels_first=channels_first)
         pooled = None
         if pool is not None:
             pooled = _Activity(_population_order(torch.from_numpy(active), out_shape), int(counts[:, 2].sum()) == 0)
