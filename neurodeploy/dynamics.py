@@ -109,18 +109,22 @@ class _CompiledLIFScan(torch.autograd.Function):
     the spikes, fused (see :func:`lif_scan_pooled`)."""
 
     @staticmethod
-    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1):
+    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1, timesteps: int | None = None):
         from . import lif_cpu
-        T, B = current.shape[:2]
-        static = current.stride(0) == 0                # a static input expanded over T
+        T, B = (timesteps or current.shape[0]), current.shape[1]
+        expanded = current.shape[0] > 1 and current.stride(0) == 0     # a static input expanded over T
+        static = expanded or current.shape[0] < T                      # ... or given once, (1, B, ...)
         flat = (current[:1] if static else current).contiguous().reshape(1 if static else T, B, -1)
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
         fused = (tuple(current.shape[2:]), pool, 1.0 / pool ** 2) if pool > 1 else None
         out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused)
         ctx.save_for_backward(torch.from_numpy(membrane))
-        ctx.shape, ctx.args = current.shape, (decay, gain, threshold, slope, threads, fused)
-        shape = current.shape if pool == 1 else current.shape[:3] + tuple(n // pool for n in current.shape[3:])
+        # a current given once gets its gradient summed over T in the loop (1, B, ...)
+        ctx.shape, ctx.summed = current.shape, static and not expanded
+        ctx.args = (decay, gain, threshold, slope, threads, fused)
+        shape = (T,) + current.shape[1:]
+        shape = shape if pool == 1 else shape[:3] + tuple(n // pool for n in shape[3:])
         return torch.from_numpy(out).view(shape)
 
     @staticmethod
@@ -128,10 +132,12 @@ class _CompiledLIFScan(torch.autograd.Function):
         from . import lif_cpu
         (membrane,) = ctx.saved_tensors
         decay, gain, threshold, slope, threads, fused = ctx.args
-        T, B = ctx.shape[:2]
+        T, B = membrane.shape[:2]
         g = grad_out.contiguous().reshape(T, B, -1).numpy()
-        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused)
-        return torch.from_numpy(grad).view(ctx.shape), None, None, None   # expand() sums a static one over T
+        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused,
+                                         summed=ctx.summed)
+        # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
+        return torch.from_numpy(grad).view(ctx.shape), None, None, None, None
 
 
 def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
@@ -142,16 +148,19 @@ def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
 
 
 def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float = 2.0,
-             return_membrane: bool = False):
+             return_membrane: bool = False, timesteps: int | None = None):
     """Run the LIF recurrence over the leading time axis.
 
-    current: (T, B, *population_shape) input current, already summed over fan-in.
+    current: (T, B, *population_shape) input current, already summed over fan-in, or
+    (1, B, ...) with ``timesteps`` = T for a static one (the same at every step).
     Returns spikes (T, B, *shape) and, if asked, the membrane after reset.
     Differentiable (arctan surrogate) when autograd is on. On CPU, a population with
     shared parameters and reset to zero runs as compiled loops (_CompiledLIFScan).
     """
     if not return_membrane and _compiled_scan_fits(current, c):
-        return _CompiledLIFScan.apply(current, c, surrogate_slope)
+        return _CompiledLIFScan.apply(current, c, surrogate_slope, 1, timesteps)
+    if timesteps is not None and current.shape[0] != timesteps:
+        current = current.expand(timesteps, *current.shape[1:])
     v = torch.zeros_like(current[0])
     spikes, membranes = [], []
     zero_reset = bool((c.v_reset == 0).all())
@@ -172,17 +181,19 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
 
 
 
-def lif_scan_pooled(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float, k: int) -> torch.Tensor:
-    """F.avg_pool2d(lif_scan(current), k) for a (T, B, C, H, W) current, as (T, B, C, H/k, W/k).
+def lif_scan_pooled(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float, k: int,
+                    timesteps: int | None = None) -> torch.Tensor:
+    """F.avg_pool2d(lif_scan(current), k) for a (T or 1, B, C, H, W) current (see
+    :func:`lif_scan`), as (T, B, C, H/k, W/k).
 
     On CPU, where lif_scan runs as compiled loops, k*k is a power of two and H, W are
     multiples of k, one loop makes each sample's spikes and pools them while they are
     in cache, and its backward pass spreads the pooled gradient back (the population's
     spikes are never written out; the same values and gradients as the two steps)."""
-    T, B = current.shape[:2]
+    T, B = (timesteps or current.shape[0]), current.shape[1]
     if (current.dim() == 5 and k > 1 and not k & (k - 1) and current.shape[3] % k == 0
             and current.shape[4] % k == 0 and _compiled_scan_fits(current, c)):
-        return _CompiledLIFScan.apply(current, c, surrogate_slope, k)
-    spikes = lif_scan(current, c, surrogate_slope).reshape(T * B, *current.shape[2:])
+        return _CompiledLIFScan.apply(current, c, surrogate_slope, k, timesteps)
+    spikes = lif_scan(current, c, surrogate_slope, timesteps=timesteps).reshape(T * B, *current.shape[2:])
     pooled = F.avg_pool2d(spikes, k)
     return pooled.reshape(T, B, *pooled.shape[1:])

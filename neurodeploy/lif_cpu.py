@@ -23,8 +23,17 @@ parallel on torch's thread count: the compiled loop releases the GIL and a
 small thread pool splits the batch (numba's own ``parallel=True`` would start an
 OpenMP runtime beside torch's, and that slowed torch's convolutions by 45 %).
 
+A population whose only reader is a k x k average (or sum) pooling with stride k
+can pool its own spikes in the same loop (``pool``): each sample's spikes are summed
+into their windows while in cache and the population itself is never written out
+(inference: :func:`lif_scan`; training: :func:`lif_scan_train` and its backward pass,
+which spreads the pooled gradient back). Sums of spikes are exact, so the values are
+those of the two separate steps.
+
 The first call also switches glibc to keep freed memory (:mod:`neurodeploy.host_memory`):
-the T x B tensors around these loops are otherwise page-faulted in on every batch.
+the T x B tensors around these loops are otherwise page-faulted in on every batch. And
+``import neurodeploy`` lets torch's idle OpenMP workers sleep rather than spin beside
+these loops (:mod:`neurodeploy.host_threads`).
 """
 from __future__ import annotations
 
@@ -160,7 +169,7 @@ if AVAILABLE:
     @njit(cache=True, nogil=True)
     def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale):
         """Zero reset; keeps the membrane before reset for the surrogate gradient. With
-        k > 1, ``out`` receives the k x k average (times scale*k*k) of each sample's spikes."""
+        k > 1, ``out`` receives scale * (each k x k window's spike count) instead of the spikes."""
         T, M = membrane.shape[0], membrane.shape[2]
         static = current.shape[0] == 1
         pooled = k > 1
@@ -186,21 +195,27 @@ if AVAILABLE:
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
         pooled = k > 1
+        summed = grad_current.shape[0] == 1 and T > 1     # a static current: sum over t here
         scratch = np.empty(M if pooled else 0, np.float32)
         for b in range(lo, hi):
             dv_later = np.zeros(M, np.float32)      # dL/dv[t+1]
+            if summed:
+                grad_current[0, b, :] = 0
             for t in range(T - 1, -1, -1):
                 if pooled:                          # dL/ds[t] of every neuron from its window's
                     _spread_windows(grad_out[t, b], scratch, shape, k, scale)
                 g_t = scratch if pooled else grad_out[t, b]
-                m_t, out = membrane[t, b], grad_current[t, b]
+                m_t, out = membrane[t, b], grad_current[0 if summed else t, b]
                 for i in range(M):
                     x = m_t[i] - threshold
                     z = half_pi_slope * x
                     kept = np.float32(not x > 0)        # 1 - s[t]: no reset, the membrane carries on
                     dv = g_t[i] * (half_slope / (np.float32(1.0) + z * z)) + kept * (decay * dv_later[i])
                     dv_later[i] = dv
-                    out[i] = gain * dv
+                    if summed:
+                        out[i] += gain * dv
+                    else:
+                        out[i] = gain * dv
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -295,9 +310,11 @@ def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak:
 
 
 def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, gain: float,
-                      threshold: float, slope: float, threads: int, pool: tuple | None = None) -> np.ndarray:
+                      threshold: float, slope: float, threads: int, pool: tuple | None = None,
+                      summed: bool = False) -> np.ndarray:
     """dL/dcurrent (T, B, M) from dL/dspikes (or, with ``pool``, dL/d of the pooled
-    output, each neuron's spike getting scale * its window's), backpropagated through time.
+    output, each neuron's spike getting scale * its window's), backpropagated through
+    time; ``summed``: (1, B, M), summed over the T steps (for a static current).
 
     With x[t] = v[t] - threshold (membrane before reset) and the arctan surrogate
     sigma'(x) = (slope/2) / (1 + (pi/2 * slope * x)^2):
@@ -310,7 +327,7 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
     T, B, M = membrane.shape
     shape, k, scale = pool if pool is not None else ((M, 1, 1), 1, 1.0)
     shape = tuple(int(n) for n in shape)
-    grad = np.empty((T, B, M), np.float32)
+    grad = np.empty((1 if summed else T, B, M), np.float32)
     d, g, th, sl = (np.float32(v) for v in (decay, gain, threshold, slope))
     _over_samples(lambda i, lo, hi: _train_backward(lo, hi, grad_out, membrane, d, g, th, sl, grad, shape, k,
                                                     np.float32(scale)), _chunks(B, threads))

@@ -139,12 +139,13 @@ def test_lif_module_static_input_equals_sequence():
     assert 0 < exp.mean() < 1
 
 
-@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("static", [False, "expanded", "once"])
 def test_compiled_cpu_scan_equals_torch_ops_forward_and_backward(monkeypatch, static):
     """The architectures' LIF (shared beta, reset to zero) runs on CPU as compiled
     forward and backward loops (neurodeploy/lif_cpu.py): the same spikes bit for bit
     as the torch ops, and the same gradient (BPTT through the arctan surrogate) to
-    float32 rounding, for a time-varying and for a static (expanded) current."""
+    float32 rounding, for a time-varying and for a static current, expanded over T or
+    given once as (1, B, ...) (its gradient then summed over T inside the loop)."""
     from neurodeploy import lif_cpu
     lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
     c = lif.coefficients("cpu")
@@ -155,7 +156,10 @@ def test_compiled_cpu_scan_equals_torch_ops_forward_and_backward(monkeypatch, st
 
     def spikes_and_grad():
         x = base.clone().requires_grad_(True)
-        s = dynamics.lif_scan(x.expand(T, *x.shape[1:]) if static else x, c, lif.surrogate_slope)
+        if static == "once":
+            s = dynamics.lif_scan(x, c, lif.surrogate_slope, timesteps=T)
+        else:
+            s = dynamics.lif_scan(x.expand(T, *x.shape[1:]) if static else x, c, lif.surrogate_slope)
         (s * weights).sum().backward()
         return s, x.grad, s.grad_fn
     s_compiled, g_compiled, fn = spikes_and_grad()

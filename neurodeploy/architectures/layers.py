@@ -142,15 +142,17 @@ class LIF(nn.Module):
         if getattr(self, "step_state", None) is not None:     # single-step mode (ONNX export)
             s, self.step_next = self.step(x, self.step_state)
             return s
-        spikes = dynamics.lif_scan(self.current(x), self.coefficients(x.device), self.surrogate_slope)
+        spikes = dynamics.lif_scan(self.current(x), self.coefficients(x.device), self.surrogate_slope,
+                                   timesteps=self.timesteps)
         return spikes.reshape(-1, *x.shape[1:])
 
     def current(self, x: torch.Tensor) -> torch.Tensor:
-        """The input current (T, B, ...) of x, (T*B, ...) or, when static, (B, ...)."""
+        """The input current of x, (T*B, ...) or, when static, (B, ...): (T, B, ...), or
+        (1, B, ...) for a static one, which lif_scan presents at each of the T steps."""
         T, B = self.timesteps, self.batch if self.batch is not None else x.shape[0] // self.timesteps
         self.population_shape = tuple(x.shape[1:])
-        if x.shape[0] == B and T > 1:        # static input current: present it at every step
-            return x.unsqueeze(0).expand(T, *x.shape)
+        if x.shape[0] == B and T > 1:        # static input current
+            return x.unsqueeze(0)
         return x.reshape(T, B, *x.shape[1:])
 
     def extra_repr(self):
@@ -170,7 +172,7 @@ class PooledLIF(nn.Module):
 
     def forward(self, x):
         y = dynamics.lif_scan_pooled(self.lif.current(x), self.lif.coefficients(x.device),
-                                     self.lif.surrogate_slope, _window(self.pool))
+                                     self.lif.surrogate_slope, _window(self.pool), self.lif.timesteps)
         return y.reshape(-1, *y.shape[2:])
 
 

@@ -23,7 +23,11 @@ neurons unfold time for their recurrence. A static input (direct encoding)
 stays (B, ...) until the first neuron, so its projection is computed once,
 not T times (the counters still count it at every timestep, as hardware
 would). Graphs with cycles run step by step, a back edge carrying the
-previous timestep's value (a one-step delay).
+previous timestep's value (a one-step delay). On CPU a LIF/IF population runs as
+one compiled loop (:mod:`neurodeploy.lif_cpu`); when its only reader is a k x k
+pooling with stride k (k*k a power of two), that loop pools the spikes itself and
+the population is never written out (``_fusable_pools``): the same values, since
+sums of spikes are exact.
 
 Counters (NeuroBench's definitions, exact): for a projection with weight
 mask M = (W != 0), each nonzero input element contributes as many synaptic
