@@ -106,10 +106,13 @@ class _CompiledLIFScan(torch.autograd.Function):
     through time. In torch ops the scan is four passes over the membrane per
     timestep, and indexing current[t] costs a zero-filled (T, B, ...) tensor per
     step in the backward pass. ``pool`` = k: the k x k average pooling (stride k) of
-    the spikes, fused (see :func:`lif_scan_pooled`)."""
+    the spikes, fused (see :func:`lif_scan_pooled`). ``gamma``, ``beta``, ``norms``: the
+    current is batch-normalised first, with these affine parameters and the
+    BatchNorm2d modules whose running statistics it updates (see :func:`lif_scan_normalised`)."""
 
     @staticmethod
-    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1, timesteps: int | None = None):
+    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1, timesteps: int | None = None,
+                gamma=None, beta=None, norms=()):
         from . import lif_cpu
         T, B = (timesteps or current.shape[0]), current.shape[1]
         expanded = current.shape[0] > 1 and current.stride(0) == 0     # a static input expanded over T
@@ -118,7 +121,14 @@ class _CompiledLIFScan(torch.autograd.Function):
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
         fused = (tuple(current.shape[2:]), pool, 1.0 / pool ** 2) if pool > 1 else None
-        out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused)
+        norm = None
+        if gamma is not None:
+            mean, invstd = _batch_statistics(flat.view(flat.shape[0], B, current.shape[2], -1), norms)
+            a = gamma.detach() * invstd
+            norm = (a, beta.detach() - mean * a)
+            ctx.norm = (flat, mean, invstd, a)
+        out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused,
+                                               None if norm is None else tuple(v.numpy() for v in norm))
         ctx.save_for_backward(torch.from_numpy(membrane))
         # a current given once gets its gradient summed over T in the loop (1, B, ...)
         ctx.shape, ctx.summed = current.shape, static and not expanded
@@ -134,10 +144,47 @@ class _CompiledLIFScan(torch.autograd.Function):
         decay, gain, threshold, slope, threads, fused = ctx.args
         T, B = membrane.shape[:2]
         g = grad_out.contiguous().reshape(T, B, -1).numpy()
-        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused,
-                                         summed=ctx.summed)
-        # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
-        return torch.from_numpy(grad).view(ctx.shape), None, None, None, None
+        if getattr(ctx, "norm", None) is None:
+            grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused,
+                                             summed=ctx.summed)
+            # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
+            return torch.from_numpy(grad).view(ctx.shape), None, None, None, None, None, None, None
+        # batch normalisation y = a (z - mean) / ... : dL/dy from the loop, with per channel
+        # S_g = sum dL/dy and S_x = sum dL/dy (z - mean); then, N values per channel,
+        # dL/dz = a (dL/dy - S_g / N - (z - mean) invstd^2 S_x / N), dgamma = invstd S_x, dbeta = S_g
+        z, mean, invstd, a = ctx.norm
+        grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
+                                               fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()))
+        n = z.numel() / len(mean)
+        s_g, s_x = torch.from_numpy(sums[:, 0]), torch.from_numpy(sums[:, 1])
+        a64, inv64, mean64 = a.double(), invstd.double(), mean.double()
+        coef_x = -a64 * inv64 ** 2 * s_x / n
+        coef_1 = -a64 * s_g / n - mean64 * coef_x
+        lif_cpu.normalise_backward(grad, z.numpy(), a.numpy(), coef_x.float().numpy(), coef_1.float().numpy(),
+                                   threads)
+        return (torch.from_numpy(grad).view(ctx.shape), None, None, None, None,
+                (inv64 * s_x).float(), s_g.float(), None)
+
+
+def _batch_statistics(z: torch.Tensor, norms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and 1/sqrt(var + eps) of z (rows, B, C, H*W), as BatchNorm2d in
+    training computes them, and the running statistics of ``norms`` (BatchNorm2d
+    modules covering the C channels in order) updated as it updates them."""
+    from . import lif_cpu
+    with torch.no_grad():
+        mean, var = (torch.from_numpy(v).float() for v in lif_cpu.channel_statistics(
+            z.reshape(z.shape[0], z.shape[1], -1).numpy(), z.shape[2], torch.get_num_threads()))
+        n = z.numel() // z.shape[2]
+        eps, lo = torch.empty_like(mean), 0
+        for bn in norms:
+            hi = lo + bn.num_features
+            eps[lo:hi] = bn.eps
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - m).add_(mean[lo:hi], alpha=m)
+            bn.running_var.mul_(1 - m).add_(var[lo:hi] * (n / max(n - 1, 1)), alpha=m)
+            lo = hi
+        return mean, torch.rsqrt(var + eps)
 
 
 def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
@@ -179,6 +226,26 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
     out = torch.stack(spikes)
     return (out, torch.stack(membranes)) if return_membrane else out
 
+
+
+def lif_scan_normalised(current: torch.Tensor, norms, c: LIFCoefficients, surrogate_slope: float,
+                        k: int = 1, timesteps: int | None = None) -> torch.Tensor:
+    """lif_scan (then, k > 1, the k x k average pooling) of the batch-normalised current:
+    BatchNorm2d in training mode (batch statistics; running statistics updated) by
+    ``norms``, the modules that cover the channels of the (T or 1, B, C, H, W) current
+    in order. On CPU one compiled loop applies the normalisation as it reads the
+    current, and the backward pass folds it into the BPTT loop and one more pass: the
+    normalised current is never written out. Same values as the separate steps up to
+    float32 rounding of the normalisation (torch computes the statistics its own way)."""
+    T, B = (timesteps or current.shape[0]), current.shape[1]
+    gamma = torch.cat([bn.weight for bn in norms])
+    beta = torch.cat([bn.bias for bn in norms])
+    fits = k > 1 and not k & (k - 1) and current.shape[3] % k == 0 and current.shape[4] % k == 0
+    y = _CompiledLIFScan.apply(current, c, surrogate_slope, k if fits else 1, timesteps, gamma, beta, tuple(norms))
+    if k > 1 and not fits:
+        pooled = F.avg_pool2d(y.reshape(T * B, *y.shape[2:]), k)
+        y = pooled.reshape(T, B, *pooled.shape[1:])
+    return y
 
 
 def lif_scan_pooled(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float, k: int,

@@ -167,10 +167,15 @@ if AVAILABLE:
                     dst[first + dy * W:first + (dy + 1) * W] = d
 
     @njit(cache=True, nogil=True)
-    def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale):
+    def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale,
+                       norm_a, norm_b):
         """Zero reset; keeps the membrane before reset for the surrogate gradient. With
-        k > 1, ``out`` receives scale * (each k x k window's spike count) instead of the spikes."""
+        k > 1, ``out`` receives scale * (each k x k window's spike count) instead of the
+        spikes. The current is norm_a[c] * I + norm_b[c] per channel block (the batch
+        normalisation; (1,) arrays 1 and 0 for none: I * 1 + 0 is I)."""
         T, M = membrane.shape[0], membrane.shape[2]
+        blocks = norm_a.shape[0]
+        block = M // blocks
         static = current.shape[0] == 1
         pooled = k > 1
         scratch = np.empty(M if pooled else 0, np.float32)
@@ -179,18 +184,23 @@ if AVAILABLE:
             for t in range(T):
                 i_t = current[0, b] if static else current[t, b]
                 s_t, m_t = scratch if pooled else out[t, b], membrane[t, b]
-                for i in range(M):
-                    x = (v[i] * decay + gain * i_t[i]) + leak
-                    m_t[i] = x
-                    fired = x > threshold
-                    s_t[i] = np.float32(fired)
-                    v[i] = np.float32(0.0) if fired else x
+                for c in range(blocks):
+                    a_c, b_c = norm_a[c], norm_b[c]
+                    for i in range(c * block, (c + 1) * block):
+                        x = (v[i] * decay + gain * (i_t[i] * a_c + b_c)) + leak
+                        m_t[i] = x
+                        fired = x > threshold
+                        s_t[i] = np.float32(fired)
+                        v[i] = np.float32(0.0) if fired else x
                 if pooled:
                     _window_sums(s_t, out[t, b], shape, k, scale)
 
     @njit(cache=True, nogil=True)
-    def _train_backward(lo, hi, grad_out, membrane, decay, gain, threshold, slope, grad_current, shape, k, scale):
-        """Backpropagation through time of _train_forward (see lif_scan_backward)."""
+    def _train_backward(lo, hi, grad_out, membrane, decay, gain, threshold, slope, grad_current, shape, k, scale,
+                        current, norm_mean, sums):
+        """Backpropagation through time of _train_forward (see lif_scan_backward). With a
+        batch normalisation (norm_mean has C entries), also adds to ``sums`` (C, 2) each
+        channel's sum of dL/dy and of dL/dy * (I - mean), in 16 float32 lanes per sample."""
         T, M = membrane.shape[0], membrane.shape[2]
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
@@ -216,6 +226,79 @@ if AVAILABLE:
                         out[i] += gain * dv
                     else:
                         out[i] = gain * dv
+            if norm_mean.shape[0] > 0:
+                _channel_sums(grad_current, current, b, norm_mean, sums)
+
+    @njit(cache=True, nogil=True)
+    def _channel_sums(grad, current, b, mean, sums):
+        """sums[c] += (sum of grad, sum of grad * (current - mean[c])) over sample b's block
+        c, every row (16 float32 lanes, then float64)."""
+        C, M = mean.shape[0], grad.shape[2]
+        block = M // C
+        acc_g = np.zeros(16, np.float32)
+        acc_x = np.zeros(16, np.float32)
+        for c in range(C):
+            m_c = mean[c]
+            acc_g[:] = 0
+            acc_x[:] = 0
+            tail_g, tail_x = 0.0, 0.0
+            start, stop = c * block, (c + 1) * block
+            whole = start + (block // 16) * 16
+            for row in range(grad.shape[0]):
+                g_r, x_r = grad[row, b], current[row if current.shape[0] > 1 else 0, b]
+                for i0 in range(start, whole, 16):
+                    for lane in range(16):
+                        g = g_r[i0 + lane]
+                        acc_g[lane] += g
+                        acc_x[lane] += g * (x_r[i0 + lane] - m_c)
+                for i in range(whole, stop):
+                    tail_g += g_r[i]
+                    tail_x += g_r[i] * (x_r[i] - m_c)
+            sums[c, 0] += acc_g.sum() + tail_g
+            sums[c, 1] += acc_x.sum() + tail_x
+
+    @njit(cache=True, nogil=True)
+    def _channel_moments(lo, hi, current, shift, sums):
+        """Per channel block c over samples [lo, hi), every row: sums[c] += (sum of d, sum
+        of d^2) with d = current - shift[c] (16 float32 lanes per sample, then float64)."""
+        C, M = shift.shape[0], current.shape[2]
+        block = M // C
+        acc1 = np.zeros(16, np.float32)
+        acc2 = np.zeros(16, np.float32)
+        for b in range(lo, hi):
+            for c in range(C):
+                k_c = shift[c]
+                acc1[:] = 0
+                acc2[:] = 0
+                tail1, tail2 = 0.0, 0.0
+                start, stop = c * block, (c + 1) * block
+                whole = start + (block // 16) * 16
+                for row in range(current.shape[0]):
+                    x_r = current[row, b]
+                    for i0 in range(start, whole, 16):
+                        for lane in range(16):
+                            d = x_r[i0 + lane] - k_c
+                            acc1[lane] += d
+                            acc2[lane] += d * d
+                    for i in range(whole, stop):
+                        d = x_r[i] - k_c
+                        tail1 += d
+                        tail2 += d * d
+                sums[c, 0] += acc1.sum() + tail1
+                sums[c, 1] += acc2.sum() + tail2
+
+    @njit(cache=True, nogil=True)
+    def _normalise_backward(lo, hi, grad, current, coef_g, coef_x, coef_1):
+        """In place: grad = grad * coef_g[c] + current * coef_x[c] + coef_1[c] per channel block."""
+        C, M = coef_g.shape[0], grad.shape[2]
+        block = M // C
+        for row in range(grad.shape[0]):
+            for b in range(lo, hi):
+                g_r, x_r = grad[row, b], current[row if current.shape[0] > 1 else 0, b]
+                for c in range(C):
+                    p, q, r = coef_g[c], coef_x[c], coef_1[c]
+                    for i in range(c * block, (c + 1) * block):
+                        g_r[i] = g_r[i] * p + x_r[i] * q + r
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -288,15 +371,21 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
     per_position += per_chunk.sum(0)
 
 
+_NO_NORM = (np.ones(1, np.float32), np.zeros(1, np.float32))
+
+
 def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak: float, threshold: float,
-                   threads: int, pool: tuple | None = None):
+                   threads: int, pool: tuple | None = None, norm: tuple | None = None):
     """Forward pass for training (zero reset, parameters shared by the population).
 
     current: (T or 1, B, M) float32 (1: static). Returns the spikes (T, B, M) and the
     membrane before reset (T, B, M), which :func:`lif_scan_backward` needs.
     ``pool`` = ((C, H, W), k, scale) fuses the k x k pooling (stride k) that reads the
     population (M = C*H*W in NCHW order): the first result is then (T, B, C*H/k*W/k),
-    scale * the spikes in each window, and the spikes are never written out."""
+    scale * the spikes in each window, and the spikes are never written out.
+    ``norm`` = (a, b), (C,) float32: the population's current is a[c] * current + b[c]
+    for the C channel blocks of M (a batch normalisation, fused; see
+    :func:`normalise_backward`)."""
     reuse_freed_memory()
     B, M = current.shape[1:]
     shape, k, scale = pool if pool is not None else ((M, 1, 1), 1, 1.0)
@@ -304,17 +393,21 @@ def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak:
     membrane = np.empty((T, B, M), np.float32)
     d, g, l, th = (np.float32(v) for v in (decay, gain, leak, threshold))
     shape = tuple(int(n) for n in shape)
+    a, b = norm if norm is not None else _NO_NORM
     _over_samples(lambda i, lo, hi: _train_forward(lo, hi, current, d, g, l, th, out, membrane, shape, k,
-                                                   np.float32(scale)), _chunks(B, threads))
+                                                   np.float32(scale), a, b), _chunks(B, threads))
     return out, membrane
 
 
 def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, gain: float,
                       threshold: float, slope: float, threads: int, pool: tuple | None = None,
-                      summed: bool = False) -> np.ndarray:
+                      summed: bool = False, norm: tuple | None = None):
     """dL/dcurrent (T, B, M) from dL/dspikes (or, with ``pool``, dL/d of the pooled
     output, each neuron's spike getting scale * its window's), backpropagated through
     time; ``summed``: (1, B, M), summed over the T steps (for a static current).
+    ``norm`` = (current, mean): the population normalises ``current`` (see
+    lif_scan_train); the result is then (dL/dy, sums) with dL/dy for its normalised
+    current y and sums (C, 2) float64 per channel: sum dL/dy, sum dL/dy * (current - mean).
 
     With x[t] = v[t] - threshold (membrane before reset) and the arctan surrogate
     sigma'(x) = (slope/2) / (1 + (pi/2 * slope * x)^2):
@@ -329,6 +422,32 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
     shape = tuple(int(n) for n in shape)
     grad = np.empty((1 if summed else T, B, M), np.float32)
     d, g, th, sl = (np.float32(v) for v in (decay, gain, threshold, slope))
+    current, mean = norm if norm is not None else (np.zeros((1, 1, 1), np.float32), np.zeros(0, np.float32))
+    chunks = _chunks(B, threads)
+    sums = np.zeros((len(chunks), mean.shape[0], 2), np.float64)
     _over_samples(lambda i, lo, hi: _train_backward(lo, hi, grad_out, membrane, d, g, th, sl, grad, shape, k,
-                                                    np.float32(scale)), _chunks(B, threads))
-    return grad
+                                                    np.float32(scale), current, mean, sums[i]), chunks)
+    return (grad, sums.sum(0)) if norm is not None else grad
+
+
+def channel_statistics(current: np.ndarray, channels: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and biased variance (float64) of each of the ``channels`` blocks of M in
+    current (rows, B, M), over rows, samples and the block, in one pass: sums of
+    d = x - x0 and d^2, x0 the block's first value (so that a large mean does not
+    cancel the variance away), in 16 float32 lanes per sample, float64 across them."""
+    chunks = _chunks(current.shape[1], threads)
+    n = current.shape[0] * current.shape[1] * (current.shape[2] // channels)
+    shift = np.ascontiguousarray(current[0, 0].reshape(channels, -1)[:, 0])
+    sums = np.zeros((len(chunks), channels, 2), np.float64)
+    _over_samples(lambda i, lo, hi: _channel_moments(lo, hi, current, shift, sums[i]), chunks)
+    s1, s2 = sums.sum(0).T
+    mean_d = s1 / n
+    return shift + mean_d, np.maximum(s2 / n - mean_d ** 2, 0.0)
+
+
+def normalise_backward(grad: np.ndarray, current: np.ndarray, coef_g, coef_x, coef_1, threads: int) -> None:
+    """In place, per channel block c: grad = grad * coef_g[c] + current * coef_x[c] + coef_1[c]
+    (the last pass of a batch normalisation's backward, see dynamics._CompiledLIFScan)."""
+    coefs = [np.ascontiguousarray(v, dtype=np.float32) for v in (coef_g, coef_x, coef_1)]
+    _over_samples(lambda i, lo, hi: _normalise_backward(lo, hi, grad, current, *coefs),
+                  _chunks(grad.shape[1], threads))

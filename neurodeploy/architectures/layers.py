@@ -159,20 +159,46 @@ class LIF(nn.Module):
         return f"beta={self.beta}, threshold={self.threshold}, surrogate=atan(slope={self.surrogate_slope})"
 
 
-class PooledLIF(nn.Module):
-    """A LIF population and the k x k average pooling (stride k) that alone reads it, as
-    one step for training: ``pool(lif(x))``, the same values and gradients, computed by
-    :func:`neurodeploy.dynamics.lif_scan_pooled` (on CPU one compiled loop that never
-    writes the population's spikes out). Holds the model's own two modules; built by
-    :func:`fuse_lif_pooling`."""
+class FusedPopulation(nn.Module):
+    """A LIF population as one step for training, with what feeds it and what alone
+    reads it: ``pool(lif(cat([s(x) for s in sources])))``, the same computation.
 
-    def __init__(self, lif: LIF, pool: nn.AvgPool2d):
+    * ``sources``: ConvBN modules (BatchNorm in training mode) whose outputs, side by
+      side, are the population's current; their BatchNorm then runs inside the LIF
+      loop (:func:`neurodeploy.dynamics.lif_scan_normalised`), and the normalised
+      current is never written out (the same values to float32 rounding);
+    * ``pool``: the k x k average pooling (stride k) that is the population's only
+      reader; the loop pools the spikes itself (:func:`neurodeploy.dynamics.lif_scan_pooled`,
+      the same values).
+
+    Holds the model's own modules; built by :func:`fuse_populations`. Where the fused
+    loops do not apply (GPU, Loihi-aware ConvBNs, no numba) it runs the modules as they are.
+    """
+
+    def __init__(self, lif: LIF, pool: nn.AvgPool2d | None = None, sources: tuple = ()):
         super().__init__()
-        self.lif, self.pool = lif, pool
+        self.lif, self.pool, self.sources = lif, pool, nn.ModuleList(sources)
+
+    def _normalise_here(self, x) -> bool:
+        return (bool(self.sources) and dynamics._compiled_scan_fits(x, self.lif.coefficients(x.device))
+                and all(s.training and s.loihi_step is None and s.bn is not None and s.bn.training
+                        and s.bn.affine and s.bn.track_running_stats for s in self.sources))
 
     def forward(self, x):
-        y = dynamics.lif_scan_pooled(self.lif.current(x), self.lif.coefficients(x.device),
-                                     self.lif.surrogate_slope, _window(self.pool), self.lif.timesteps)
+        lif, k = self.lif, _window(self.pool) if self.pool is not None else 1
+        if self._normalise_here(x):
+            z = [s.conv(x) for s in self.sources]
+            z = torch.cat(z, 1) if len(z) > 1 else z[0]
+            y = dynamics.lif_scan_normalised(lif.current(z), [s.bn for s in self.sources], lif.coefficients(x.device),
+                                             lif.surrogate_slope, k, lif.timesteps)
+            return y.reshape(-1, *y.shape[2:])
+        if self.sources:
+            x = [s(x) for s in self.sources]
+            x = torch.cat(x, 1) if len(x) > 1 else x[0]
+        if self.pool is None:
+            return lif(x)
+        y = dynamics.lif_scan_pooled(lif.current(x), lif.coefficients(x.device), lif.surrogate_slope, k,
+                                     lif.timesteps)
         return y.reshape(-1, *y.shape[2:])
 
 
@@ -194,14 +220,30 @@ class LeafTracer(torch.fx.Tracer):
         return isinstance(m, TRACE_LEAVES) or super().is_leaf_module(m, qualname)
 
 
-def fuse_lif_pooling(features: nn.Module) -> nn.Module:
-    """The graph of ``features`` with every LIF whose only reader is a fusable average
-    pooling (see :func:`_window`) replaced, together with that pooling, by a
-    :class:`PooledLIF` (a torch.fx pass). ``features`` itself is left as it is (its
-    modules are shared); without such a pair, or when it cannot be traced (other
+def _sources(node: torch.fx.Node, modules: dict):
+    """The ConvBN nodes (with BatchNorm) that alone make this node's value, side by side,
+    all from one input: (input node, [ConvBN nodes], cat node or None); else None."""
+    def convbn(n):
+        return (isinstance(n, torch.fx.Node) and n.op == "call_module" and isinstance(modules[n.target], ConvBN)
+                and modules[n.target].bn is not None and len(n.users) == 1)
+    if convbn(node):
+        return node.args[0], [node], None
+    if (node.op == "call_function" and node.target is torch.cat and len(node.users) == 1
+            and (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) == 1):
+        parts = list(node.args[0])
+        if parts and all(convbn(n) for n in parts) and len({n.args[0] for n in parts}) == 1:
+            return parts[0].args[0], parts, node
+    return None
+
+
+def fuse_populations(features: nn.Module) -> nn.Module:
+    """The graph of ``features`` with every LIF that has a BatchNorm'd current (one
+    ConvBN, or a concatenation of ConvBNs of one input) or whose only reader is a
+    fusable average pooling (see :func:`_window`) replaced, with those modules, by a
+    :class:`FusedPopulation` (a torch.fx pass). ``features`` itself is left as it is
+    (its modules are shared); with nothing to fuse, or when it cannot be traced (other
     neuron modules swapped in), it is returned unchanged."""
-    modules = list(features.modules())
-    if not any(isinstance(m, LIF) for m in modules) or not any(_window(m) for m in modules):
+    if not any(isinstance(m, LIF) for m in features.modules()):
         return features
     try:
         gm = torch.fx.GraphModule(features, LeafTracer().trace(features))
@@ -210,18 +252,25 @@ def fuse_lif_pooling(features: nn.Module) -> nn.Module:
     modules = dict(gm.named_modules())
     fused = 0
     for node in list(gm.graph.nodes):
-        source = node.args[0] if node.op == "call_module" and node.args else None
-        if (source is None or not isinstance(source, torch.fx.Node) or source.op != "call_module"
-                or _window(modules[node.target]) is None or not isinstance(modules[source.target], LIF)
-                or len(source.users) != 1):
+        if node.op != "call_module" or not isinstance(modules[node.target], LIF):
             continue
-        name = f"pooled_lif_{fused}"
-        gm.add_submodule(name, PooledLIF(modules[source.target], modules[node.target]))
-        with gm.graph.inserting_before(node):
-            pooled = gm.graph.call_module(name, source.args)
-        node.replace_all_uses_with(pooled)
-        gm.graph.erase_node(node)
-        gm.graph.erase_node(source)
+        found = _sources(node.args[0], modules)
+        reader = next(iter(node.users)) if len(node.users) == 1 else None
+        pool = (reader if reader is not None and reader.op == "call_module"
+                and _window(modules[reader.target]) is not None else None)
+        if found is None and pool is None:
+            continue
+        x, parts, cat = found if found is not None else (node.args[0], [], None)
+        name = f"population_{fused}"
+        gm.add_submodule(name, FusedPopulation(modules[node.target], modules[pool.target] if pool else None,
+                                               tuple(modules[n.target] for n in parts)))
+        last = pool or node
+        with gm.graph.inserting_before(last):
+            replacement = gm.graph.call_module(name, (x,))
+        last.replace_all_uses_with(replacement)
+        for dead in [pool, node, cat, *parts]:
+            if dead is not None:
+                gm.graph.erase_node(dead)
         fused += 1
     if not fused:
         return features
@@ -391,14 +440,15 @@ class TwinModel(nn.Module):
 
     def body(self, x):
         """One pass through the layers, time folded into the batch (families set ``features``).
-        Training a spiking twin on CPU runs them with LIF + pooling pairs fused
-        (:func:`fuse_lif_pooling`): the same values and gradients, less memory traffic."""
+        Training a spiking twin on CPU runs each LIF population fused with the BatchNorm
+        before it and the pooling after it (:func:`fuse_populations`): the same
+        computation, less memory traffic."""
         if self.training and self.twin.spiking and isinstance(x, torch.Tensor) and x.device.type == "cpu":
             # kept outside _modules (no state_dict entries); rebuilt when any module was swapped
             modules = tuple(self.features.modules())
             cached = self.__dict__.get("_training_features")
             if cached is None or len(cached[0]) != len(modules) or any(a is not b for a, b in zip(cached[0], modules)):
-                cached = self.__dict__["_training_features"] = (modules, fuse_lif_pooling(self.features))
+                cached = self.__dict__["_training_features"] = (modules, fuse_populations(self.features))
             return cached[1](x)
         return self.features(x)
 
