@@ -257,6 +257,9 @@ if AVAILABLE:
             sums[c, 0] += acc_g.sum() + tail_g
             sums[c, 1] += acc_x.sum() + tail_x
 
+    # The same 16-lane reduction as _channel_sums, over other terms: written once as a
+    # kernel on generic terms it needs a materialised (current - shift) or gives up the
+    # shift that keeps a large mean from cancelling the variance.
     @njit(cache=True, nogil=True)
     def _channel_moments(lo, hi, current, shift, sums):
         """Per channel block c over samples [lo, hi), every row: sums[c] += (sum of d, sum
