@@ -149,9 +149,10 @@ class _CompiledLIFScan(torch.autograd.Function):
                                              summed=ctx.summed)
             # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
             return torch.from_numpy(grad).view(ctx.shape), None, None, None, None, None, None, None
-        # batch normalisation y = a (z - mean) / ... : dL/dy from the loop, with per channel
-        # S_g = sum dL/dy and S_x = sum dL/dy (z - mean); then, N values per channel,
-        # dL/dz = a (dL/dy - S_g / N - (z - mean) invstd^2 S_x / N), dgamma = invstd S_x, dbeta = S_g
+        # BatchNorm's backward, y = a (z - mean) + beta with a = gamma invstd: the loop gives
+        # dL/dy and per channel S_g = sum dL/dy, S_x = sum dL/dy (z - mean); with N values
+        # per channel, dL/dz = a (dL/dy - S_g / N - (z - mean) invstd^2 S_x / N),
+        # dL/dgamma = invstd S_x and dL/dbeta = S_g
         z, mean, invstd, a = ctx.norm
         grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
                                                fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()))
@@ -167,9 +168,10 @@ class _CompiledLIFScan(torch.autograd.Function):
 
 
 def _batch_statistics(z: torch.Tensor, norms) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and 1/sqrt(var + eps) of z (rows, B, C, H*W), as BatchNorm2d in
-    training computes them, and the running statistics of ``norms`` (BatchNorm2d
-    modules covering the C channels in order) updated as it updates them."""
+    """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, C, H*W), the statistics
+    BatchNorm2d normalises with in training (computed in one pass,
+    lif_cpu.channel_statistics), and the running statistics of ``norms`` (BatchNorm2d
+    modules covering the C channels in order) updated as BatchNorm2d updates them."""
     from . import lif_cpu
     with torch.no_grad():
         mean, var = (torch.from_numpy(v).float() for v in lif_cpu.channel_statistics(
@@ -225,7 +227,6 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
             membranes.append(v)
     out = torch.stack(spikes)
     return (out, torch.stack(membranes)) if return_membrane else out
-
 
 
 def lif_scan_normalised(current: torch.Tensor, norms, c: LIFCoefficients, surrogate_slope: float,
