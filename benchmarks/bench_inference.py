@@ -1,7 +1,8 @@
-"""Inference speed: the torch reference backend vs snnTorch's step loop, same network, same run.
+"""Inference speed: the torch reference backend vs snnTorch's step loop, same network, one invocation.
 
 For each model (untrained weights, BatchNorm statistics set on random data so the
-network spikes; speed does not depend on training) this builds
+first layers spike; the deeper ones barely do, unlike a trained network, but neither
+contender skips work for silence: dense convolutions cost the same) this builds
 
 * ours:     the NIR graph exported from the spiking twin, run by
             ``neurodeploy.backends.torch`` (layer-serial, counters on and off);

@@ -1,7 +1,8 @@
 """Training-step speed: our multi-step spiking twin vs the same network in snnTorch's step loop.
 
 Ours processes each layer for all T timesteps at once (one conv over T x B, then
-the LIF recurrence); the snnTorch version replaces every LIF with
+the LIF recurrence, with the BatchNorm before it and a pooling after it fused into
+its compiled loops: ``layers.fuse_populations``); the snnTorch version replaces every LIF with
 ``snntorch.Leaky`` (arctan surrogate, reset to zero, no reset delay) and calls the
 network once per timestep. Both do forward + cross-entropy on the summed output
 + backward + an AdamW step on the same batch. Each contender is timed in its own fresh
