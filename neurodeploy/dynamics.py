@@ -106,13 +106,10 @@ class _CompiledLIFScan(torch.autograd.Function):
     through time. In torch ops the scan is four passes over the membrane per
     timestep, and indexing current[t] costs a zero-filled (T, B, ...) tensor per
     step in the backward pass. ``pool`` = k: the k x k average pooling (stride k) of
-    the spikes, fused (see :func:`lif_scan_pooled`). ``gamma``, ``beta``, ``norms``: the
-    current is batch-normalised first, with these affine parameters and the
-    BatchNorm2d modules whose running statistics it updates (see :func:`lif_scan_normalised`)."""
+    the spikes, fused (see :func:`lif_scan_pooled`)."""
 
     @staticmethod
-    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1, timesteps: int | None = None,
-                gamma=None, beta=None, norms=()):
+    def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1, timesteps: int | None = None):
         from . import lif_cpu
         T, B = (timesteps or current.shape[0]), current.shape[1]
         expanded = current.shape[0] > 1 and current.stride(0) == 0     # a static input expanded over T
@@ -121,14 +118,7 @@ class _CompiledLIFScan(torch.autograd.Function):
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
         fused = (tuple(current.shape[2:]), pool, 1.0 / pool ** 2) if pool > 1 else None
-        norm = None
-        if gamma is not None:
-            mean, invstd = _batch_statistics(flat.view(flat.shape[0], B, current.shape[2], -1), norms)
-            a = gamma.detach() * invstd
-            norm = (a, beta.detach() - mean * a)
-            ctx.norm = (flat, mean, invstd, a)
-        out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused,
-                                               None if norm is None else tuple(v.numpy() for v in norm))
+        out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused)
         ctx.save_for_backward(torch.from_numpy(membrane))
         # a current given once gets its gradient summed over T in the loop (1, B, ...)
         ctx.shape, ctx.summed = current.shape, static and not expanded
@@ -144,27 +134,75 @@ class _CompiledLIFScan(torch.autograd.Function):
         decay, gain, threshold, slope, threads, fused = ctx.args
         T, B = membrane.shape[:2]
         g = grad_out.contiguous().reshape(T, B, -1).numpy()
-        if getattr(ctx, "norm", None) is None:
-            grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused,
-                                             summed=ctx.summed)
-            # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
-            return torch.from_numpy(grad).view(ctx.shape), None, None, None, None, None, None, None
-        # BatchNorm's backward, y = a (z - mean) + beta with a = gamma invstd: the loop gives
-        # dL/dy and per channel S_g = sum dL/dy, S_x = sum dL/dy (z - mean); with N values
-        # per channel, dL/dz = a (dL/dy - S_g / N - (z - mean) invstd^2 S_x / N),
-        # dL/dgamma = invstd S_x and dL/dbeta = S_g
-        z, mean, invstd, a = ctx.norm
-        grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
-                                               fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()))
-        n = z.numel() / len(mean)
-        s_g, s_x = torch.from_numpy(sums[:, 0]), torch.from_numpy(sums[:, 1])
-        a64, inv64, mean64 = a.double(), invstd.double(), mean.double()
-        coef_x = -a64 * inv64 ** 2 * s_x / n
-        coef_1 = -a64 * s_g / n - mean64 * coef_x
-        lif_cpu.normalise_backward(grad, z.numpy(), a.numpy(), coef_x.float().numpy(), coef_1.float().numpy(),
-                                   threads)
-        return (torch.from_numpy(grad).view(ctx.shape), None, None, None, None,
-                (inv64 * s_x).float(), s_g.float(), None)
+        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused,
+                                         summed=ctx.summed)
+        # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
+        return torch.from_numpy(grad).view(ctx.shape), None, None, None, None
+
+
+class _CompiledNormalisedScan(torch.autograd.Function):
+    """_CompiledLIFScan of a batch-normalised current (BatchNorm2d in training mode), given
+    as parts side by side in channel order (a concatenation's branches, never built),
+    each with its own BatchNorm: inputs (parts..., gammas..., betas...). The loop
+    normalises each part per channel as it reads it; the backward pass gives each part
+    its own gradient (see lif_scan_normalised)."""
+
+    @staticmethod
+    def forward(ctx, c: LIFCoefficients, slope: float, pool: int, timesteps: int | None, norms, *tensors):
+        from . import lif_cpu
+        n = len(norms)
+        parts, gammas, betas = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
+        T, B = (timesteps or parts[0].shape[0]), parts[0].shape[1]
+        static = parts[0].shape[0] < T                               # given once, (1, B, ...)
+        hw = tuple(parts[0].shape[3:])
+        size = int(np.prod(hw))
+        M = sum(p.shape[2] for p in parts) * size
+        decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
+        threads = torch.get_num_threads()
+        out = np.empty((T, B, M // pool ** 2), np.float32)
+        membrane = np.empty((T, B, M), np.float32)
+        saved, m0 = [], 0
+        for part, gamma, beta, bn in zip(parts, gammas, betas, norms):
+            z = part.contiguous().reshape(part.shape[0], B, -1)
+            mean, invstd = _batch_statistics(z.view(z.shape[0], B, part.shape[2], -1), [bn])
+            a = gamma.detach() * invstd
+            fused = ((part.shape[2],) + hw, pool, 1.0 / pool ** 2)
+            lif_cpu.lif_scan_train(z.numpy(), T, decay, gain, leak, threshold, threads, fused,
+                                   (a.numpy(), (beta.detach() - mean * a).numpy()), into=(out, membrane, m0))
+            saved.append((z, mean, invstd, a, m0, fused, part.shape))
+            m0 += z.shape[2]
+        ctx.save_for_backward(torch.from_numpy(membrane))
+        ctx.parts, ctx.summed = saved, static
+        ctx.args = (decay, gain, threshold, slope, threads)
+        shape = (T, B, M // size) + tuple(n // pool for n in hw)
+        return torch.from_numpy(out).view(shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from . import lif_cpu
+        (membrane,) = ctx.saved_tensors
+        decay, gain, threshold, slope, threads = ctx.args
+        g = grad_out.contiguous().reshape(grad_out.shape[0], grad_out.shape[1], -1).numpy()
+        grads, dgammas, dbetas = [], [], []
+        for z, mean, invstd, a, m0, fused, shape in ctx.parts:
+            # BatchNorm's backward, y = a (z - mean) + beta with a = gamma invstd: the loop gives
+            # dL/dy and per channel S_g = sum dL/dy, S_x = sum dL/dy (z - mean); with N values
+            # per channel, dL/dz = a (dL/dy - S_g / N - (z - mean) invstd^2 S_x / N),
+            # dL/dgamma = invstd S_x and dL/dbeta = S_g
+            grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
+                                                   fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()),
+                                                   part=(m0, z.shape[2]))
+            n = z.numel() / len(mean)
+            s_g, s_x = torch.from_numpy(sums[:, 0]), torch.from_numpy(sums[:, 1])
+            a64, inv64, mean64 = a.double(), invstd.double(), mean.double()
+            coef_x = -a64 * inv64 ** 2 * s_x / n
+            coef_1 = -a64 * s_g / n - mean64 * coef_x
+            lif_cpu.normalise_backward(grad, z.numpy(), a.numpy(), coef_x.float().numpy(),
+                                       coef_1.float().numpy(), threads)
+            grads.append(torch.from_numpy(grad).view(shape))
+            dgammas.append((inv64 * s_x).float())
+            dbetas.append(s_g.float())
+        return (None, None, None, None, None, *grads, *dgammas, *dbetas)
 
 
 def _batch_statistics(z: torch.Tensor, norms) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,20 +267,21 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
     return (out, torch.stack(membranes)) if return_membrane else out
 
 
-def lif_scan_normalised(current: torch.Tensor, norms, c: LIFCoefficients, surrogate_slope: float,
+def lif_scan_normalised(parts: list, norms: list, c: LIFCoefficients, surrogate_slope: float,
                         k: int = 1, timesteps: int | None = None) -> torch.Tensor:
-    """lif_scan (then, k > 1, the k x k average pooling) of the batch-normalised current:
-    BatchNorm2d in training mode (batch statistics; running statistics updated) by
-    ``norms``, the modules that cover the channels of the (T or 1, B, C, H, W) current
-    in order. On CPU one compiled loop applies the normalisation as it reads the
-    current, and the backward pass folds it into the BPTT loop and one more pass: the
-    normalised current is never written out. Same values as the separate steps up to
-    float32 rounding of the normalisation (torch computes the statistics its own way)."""
-    T, B = (timesteps or current.shape[0]), current.shape[1]
-    gamma = torch.cat([bn.weight for bn in norms])
-    beta = torch.cat([bn.bias for bn in norms])
-    fits = k > 1 and not k & (k - 1) and current.shape[3] % k == 0 and current.shape[4] % k == 0
-    y = _CompiledLIFScan.apply(current, c, surrogate_slope, k if fits else 1, timesteps, gamma, beta, tuple(norms))
+    """lif_scan (then, k > 1, the k x k average pooling) of a batch-normalised current:
+    ``parts`` (T or 1, B, C_i, H, W) side by side in channel order (a concatenation's
+    branches, or one current), each normalised by its BatchNorm2d in ``norms`` in
+    training mode (batch statistics; running statistics updated). On CPU the compiled
+    loop normalises each part as it reads it, and the backward pass folds the
+    normalisation into the BPTT loop and one more pass: neither the normalised current
+    nor the concatenation is ever written out, and each part gets its own gradient.
+    Same values as BatchNorm2d then lif_scan up to float32 rounding of the statistics."""
+    T, B = (timesteps or parts[0].shape[0]), parts[0].shape[1]
+    H, W = parts[0].shape[3:]
+    fits = k > 1 and not k & (k - 1) and H % k == 0 and W % k == 0
+    tensors = (*parts, *(bn.weight for bn in norms), *(bn.bias for bn in norms))
+    y = _CompiledNormalisedScan.apply(c, surrogate_slope, k if fits else 1, timesteps, tuple(norms), *tensors)
     if k > 1 and not fits:
         pooled = F.avg_pool2d(y.reshape(T * B, *y.shape[2:]), k)
         y = pooled.reshape(T, B, *pooled.shape[1:])

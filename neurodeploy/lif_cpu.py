@@ -168,12 +168,15 @@ if AVAILABLE:
 
     @njit(cache=True, nogil=True)
     def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale,
-                       norm_a, norm_b):
+                       norm_a, norm_b, m0, o0):
         """Zero reset; keeps the membrane before reset for the surrogate gradient. With
         k > 1, ``out`` receives scale * (each k x k window's spike count) instead of the
         spikes. The current is norm_a[c] * I + norm_b[c] per channel block (the batch
-        normalisation; (1,) arrays 1 and 0 for none: I * 1 + 0 is I)."""
-        T, M = membrane.shape[0], membrane.shape[2]
+        normalisation; (1,) arrays 1 and 0 for none: I * 1 + 0 is I). The current may be
+        one part of the population: its neurons start at m0 in membrane's rows, its
+        outputs at o0 in out's."""
+        T, M = membrane.shape[0], current.shape[2]
+        m_out = M // (k * k)
         blocks = norm_a.shape[0]
         block = M // blocks
         static = current.shape[0] == 1
@@ -183,7 +186,7 @@ if AVAILABLE:
             v = np.zeros(M, np.float32)
             for t in range(T):
                 i_t = current[0, b] if static else current[t, b]
-                s_t, m_t = scratch if pooled else out[t, b], membrane[t, b]
+                s_t, m_t = scratch if pooled else out[t, b, o0:o0 + m_out], membrane[t, b, m0:m0 + M]
                 for c in range(blocks):
                     a_c, b_c = norm_a[c], norm_b[c]
                     for i in range(c * block, (c + 1) * block):
@@ -193,15 +196,17 @@ if AVAILABLE:
                         s_t[i] = np.float32(fired)
                         v[i] = np.float32(0.0) if fired else x
                 if pooled:
-                    _window_sums(s_t, out[t, b], shape, k, scale)
+                    _window_sums(s_t, out[t, b, o0:o0 + m_out], shape, k, scale)
 
     @njit(cache=True, nogil=True)
     def _train_backward(lo, hi, grad_out, membrane, decay, gain, threshold, slope, grad_current, shape, k, scale,
-                        current, norm_mean, sums):
-        """Backpropagation through time of _train_forward (see lif_scan_backward). With a
+                        current, norm_mean, sums, m0, o0):
+        """Backpropagation through time of _train_forward (see lif_scan_backward), for the
+        part of the population whose neurons start at m0 (outputs at o0). With a
         batch normalisation (norm_mean has C entries), also adds to ``sums`` (C, 2) each
         channel's sum of dL/dy and of dL/dy * (I - mean), in 16 float32 lanes per sample."""
-        T, M = membrane.shape[0], membrane.shape[2]
+        T, M = membrane.shape[0], grad_current.shape[2]
+        m_out = M // (k * k)
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
         pooled = k > 1
@@ -213,9 +218,9 @@ if AVAILABLE:
                 grad_current[0, b, :] = 0
             for t in range(T - 1, -1, -1):
                 if pooled:                          # dL/ds[t] of every neuron from its window's
-                    _spread_windows(grad_out[t, b], scratch, shape, k, scale)
-                g_t = scratch if pooled else grad_out[t, b]
-                m_t, out = membrane[t, b], grad_current[0 if summed else t, b]
+                    _spread_windows(grad_out[t, b, o0:o0 + m_out], scratch, shape, k, scale)
+                g_t = scratch if pooled else grad_out[t, b, o0:o0 + m_out]
+                m_t, out = membrane[t, b, m0:m0 + M], grad_current[0 if summed else t, b]
                 for i in range(M):
                     x = m_t[i] - threshold
                     z = half_pi_slope * x
@@ -378,7 +383,8 @@ _NO_NORM = (np.ones(1, np.float32), np.zeros(1, np.float32))
 
 
 def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak: float, threshold: float,
-                   threads: int, pool: tuple | None = None, norm: tuple | None = None):
+                   threads: int, pool: tuple | None = None, norm: tuple | None = None,
+                   into: tuple | None = None):
     """Forward pass for training (zero reset, parameters shared by the population).
 
     current: (T or 1, B, M) float32 (1: static). Returns the spikes (T, B, M) and the
@@ -388,29 +394,34 @@ def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak:
     scale * the spikes in each window, and the spikes are never written out.
     ``norm`` = (a, b), (C,) float32: the population's current is a[c] * current + b[c]
     for the C channel blocks of M (a batch normalisation, fused; see
-    :func:`normalise_backward`)."""
+    :func:`normalise_backward`). ``into`` = (out, membrane, m0): ``current`` is the
+    part of a population whose neurons start at m0 (channels side by side); it is
+    written into these arrays (pooled outputs at m0 / k^2) and they are returned."""
     reuse_freed_memory()
     B, M = current.shape[1:]
     shape, k, scale = pool if pool is not None else ((M, 1, 1), 1, 1.0)
-    out = np.empty((T, B, M // (k * k)), np.float32)
-    membrane = np.empty((T, B, M), np.float32)
+    if into is None:
+        out, membrane, m0 = np.empty((T, B, M // (k * k)), np.float32), np.empty((T, B, M), np.float32), 0
+    else:
+        out, membrane, m0 = into
     d, g, l, th = (np.float32(v) for v in (decay, gain, leak, threshold))
     shape = tuple(int(n) for n in shape)
     a, b = norm if norm is not None else _NO_NORM
     _over_samples(lambda i, lo, hi: _train_forward(lo, hi, current, d, g, l, th, out, membrane, shape, k,
-                                                   np.float32(scale), a, b), _chunks(B, threads))
+                                                   np.float32(scale), a, b, m0, m0 // (k * k)), _chunks(B, threads))
     return out, membrane
 
 
 def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, gain: float,
                       threshold: float, slope: float, threads: int, pool: tuple | None = None,
-                      summed: bool = False, norm: tuple | None = None):
+                      summed: bool = False, norm: tuple | None = None, part: tuple | None = None):
     """dL/dcurrent (T, B, M) from dL/dspikes (or, with ``pool``, dL/d of the pooled
     output, each neuron's spike getting scale * its window's), backpropagated through
     time; ``summed``: (1, B, M), summed over the T steps (for a static current).
     ``norm`` = (current, mean): the population normalises ``current`` (see
     lif_scan_train); the result is then (dL/dy, sums) with dL/dy for its normalised
     current y and sums (C, 2) float64 per channel: sum dL/dy, sum dL/dy * (current - mean).
+    ``part`` = (m0, M_part): only the neurons [m0, m0 + M_part) (see lif_scan_train's into).
 
     With x[t] = v[t] - threshold (membrane before reset) and the arctan surrogate
     sigma'(x) = (slope/2) / (1 + (pi/2 * slope * x)^2):
@@ -420,7 +431,8 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
 
     the gradient of :func:`neurodeploy.dynamics.lif_scan`, whose reset
     v * (1 - s) passes no gradient through s."""
-    T, B, M = membrane.shape
+    T, B = membrane.shape[:2]
+    m0, M = part if part is not None else (0, membrane.shape[2])
     shape, k, scale = pool if pool is not None else ((M, 1, 1), 1, 1.0)
     shape = tuple(int(n) for n in shape)
     grad = np.empty((1 if summed else T, B, M), np.float32)
@@ -429,7 +441,8 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
     chunks = _chunks(B, threads)
     sums = np.zeros((len(chunks), mean.shape[0], 2), np.float64)
     _over_samples(lambda i, lo, hi: _train_backward(lo, hi, grad_out, membrane, d, g, th, sl, grad, shape, k,
-                                                    np.float32(scale), current, mean, sums[i]), chunks)
+                                                    np.float32(scale), current, mean, sums[i], m0, m0 // (k * k)),
+                  chunks)
     return (grad, sums.sum(0)) if norm is not None else grad
 
 

@@ -205,37 +205,45 @@ def test_pooled_scan_equals_scan_then_average_pooling(monkeypatch, static, k):
     assert dynamics.lif_scan_pooled(odd, c, lif.surrogate_slope, 3).shape == (T, B, C, 3, 3)
 
 
-@pytest.mark.parametrize("static, k", [(False, 1), (False, 2), (True, 1), (True, 2)])
-def test_normalised_scan_equals_batchnorm_then_scan(static, k):
+@pytest.mark.parametrize("static, k, parts", [(False, 1, 1), (False, 2, 1), (True, 1, 1), (True, 2, 1),
+                                              (False, 2, 2), (True, 1, 2)])
+def test_normalised_scan_equals_batchnorm_then_scan(static, k, parts):
     """lif_scan_normalised (BatchNorm2d in training mode applied inside the compiled LIF
     loop; its backward folded into the BPTT loop and one more pass) against torch's
     BatchNorm2d, then lif_scan (then average pooling): the same spikes; the same
     gradients for the current, gamma and beta, and the same running statistics, to
-    float32 rounding; for a sequence and a static (1, B, ...) current."""
+    float32 rounding; for a sequence and a static (1, B, ...) current, and for a current
+    in two parts (a concatenation's branches, each with its own BatchNorm; the
+    reference concatenates them)."""
     lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
     c = lif.coefficients("cpu")
     torch.manual_seed(0)
-    T, B, C, H, W = 4, 6, 5, 8, 8
-    z0 = torch.randn(1 if static else T, B, C, H, W) * 2 + 0.5
+    T, B, H, W = 4, 6, 8, 8
+    widths = [5] if parts == 1 else [3, 4]
+    C = sum(widths)
+    z0 = [torch.randn(1 if static else T, B, w, H, W) * 2 + 0.5 for w in widths]
     weights = torch.randn(T, B, C, H // k, W // k)
-    norms = [torch.nn.BatchNorm2d(C), torch.nn.BatchNorm2d(C)]
-    for bn in norms:
-        with torch.no_grad():
-            bn.weight.copy_(torch.linspace(0.5, 1.5, C))
-            bn.bias.copy_(torch.linspace(-0.2, 0.6, C))
-    z = [z0.clone().requires_grad_(True) for _ in norms]
-    fused = dynamics.lif_scan_normalised(z[0], [norms[0]], c, lif.surrogate_slope, k, T)
-    assert type(fused.grad_fn).__name__ == "_CompiledLIFScanBackward"
-    plain = dynamics.lif_scan(norms[1](z[1].reshape(-1, C, H, W)).reshape(z[1].shape), c, lif.surrogate_slope,
-                              timesteps=T)
+    norms = {run: [torch.nn.BatchNorm2d(w) for w in widths] for run in ("fused", "plain")}
+    for bns in norms.values():
+        for i, bn in enumerate(bns):
+            with torch.no_grad():
+                bn.weight.copy_(torch.linspace(0.5, 1.5, bn.num_features) + i)
+                bn.bias.copy_(torch.linspace(-0.2, 0.6, bn.num_features) - i)
+    z = {run: [t.clone().requires_grad_(True) for t in z0] for run in norms}
+    fused = dynamics.lif_scan_normalised(z["fused"], norms["fused"], c, lif.surrogate_slope, k, T)
+    assert type(fused.grad_fn).__name__ == "_CompiledNormalisedScanBackward"
+    y = torch.cat([bn(t.reshape(-1, *t.shape[2:])).reshape(t.shape) for bn, t in zip(norms["plain"], z["plain"])], 2)
+    plain = dynamics.lif_scan(y, c, lif.surrogate_slope, timesteps=T)
     if k > 1:
         plain = torch.nn.functional.avg_pool2d(plain.reshape(T * B, C, H, W), k).reshape(fused.shape)
-    for y in (fused, plain):
-        (y * weights).sum().backward()
+    for out in (fused, plain):
+        (out * weights).sum().backward()
     assert 0 < float((plain > 0).float().mean()) < 1
     assert torch.equal(fused, plain)
-    for got, want in [(z[0].grad, z[1].grad), (norms[0].weight.grad, norms[1].weight.grad),
-                      (norms[0].bias.grad, norms[1].bias.grad), (norms[0].running_mean, norms[1].running_mean),
-                      (norms[0].running_var, norms[1].running_var)]:
+    pairs = [(a.grad, b.grad) for a, b in zip(z["fused"], z["plain"])]
+    for bn_f, bn_p in zip(norms["fused"], norms["plain"]):
+        pairs += [(bn_f.weight.grad, bn_p.weight.grad), (bn_f.bias.grad, bn_p.bias.grad),
+                  (bn_f.running_mean, bn_p.running_mean), (bn_f.running_var, bn_p.running_var)]
+        assert int(bn_f.num_batches_tracked) == 1
+    for got, want in pairs:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
-    assert int(norms[0].num_batches_tracked) == 1

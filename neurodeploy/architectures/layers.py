@@ -187,9 +187,9 @@ class FusedPopulation(nn.Module):
     def forward(self, x):
         lif, k = self.lif, _window(self.pool) if self.pool is not None else 1
         if self._normalise_here(x):
-            z = [s.conv(x) for s in self.sources]
-            z = torch.cat(z, 1) if len(z) > 1 else z[0]
-            y = dynamics.lif_scan_normalised(lif.current(z), [s.bn for s in self.sources], lif.coefficients(x.device),
+            parts = [lif.current(s.conv(x)) for s in self.sources]     # a concatenation, never built
+            lif.population_shape = (sum(p.shape[2] for p in parts),) + tuple(parts[0].shape[3:])
+            y = dynamics.lif_scan_normalised(parts, [s.bn for s in self.sources], lif.coefficients(x.device),
                                              lif.surrogate_slope, k, lif.timesteps)
             return y.reshape(-1, *y.shape[2:])
         if self.sources:
