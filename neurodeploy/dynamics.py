@@ -164,7 +164,7 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         saved, m0 = [], 0
         for part, gamma, beta, bn in zip(parts, gammas, betas, norms):
             z = part.contiguous().reshape(part.shape[0], B, -1)
-            mean, invstd = _batch_statistics(z.view(z.shape[0], B, part.shape[2], -1), [bn])
+            mean, invstd = _batch_statistics(z, part.shape[2], bn)
             a = gamma.detach() * invstd
             fused = ((part.shape[2],) + hw, pool, 1.0 / pool ** 2)
             lif_cpu.lif_scan_train(z.numpy(), T, decay, gain, leak, threshold, threads, fused,
@@ -205,26 +205,20 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         return (None, None, None, None, None, *grads, *dgammas, *dbetas)
 
 
-def _batch_statistics(z: torch.Tensor, norms) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, C, H*W), the statistics
-    BatchNorm2d normalises with in training (computed in one pass,
-    lif_cpu.channel_statistics), and the running statistics of ``norms`` (BatchNorm2d
-    modules covering the C channels in order) updated as BatchNorm2d updates them."""
+def _batch_statistics(z: torch.Tensor, channels: int, bn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, channels * H*W), the
+    statistics BatchNorm2d ``bn`` normalises with in training (computed in one pass,
+    lif_cpu.channel_statistics), and its running statistics updated as it updates them."""
     from . import lif_cpu
     with torch.no_grad():
-        mean, var = (torch.from_numpy(v).float() for v in lif_cpu.channel_statistics(
-            z.reshape(z.shape[0], z.shape[1], -1).numpy(), z.shape[2], torch.get_num_threads()))
-        n = z.numel() // z.shape[2]
-        eps, lo = torch.empty_like(mean), 0
-        for bn in norms:
-            hi = lo + bn.num_features
-            eps[lo:hi] = bn.eps
-            bn.num_batches_tracked.add_(1)
-            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - m).add_(mean[lo:hi], alpha=m)
-            bn.running_var.mul_(1 - m).add_(var[lo:hi] * (n / max(n - 1, 1)), alpha=m)
-            lo = hi
-        return mean, torch.rsqrt(var + eps)
+        mean, var = (torch.from_numpy(v).float()
+                     for v in lif_cpu.channel_statistics(z.numpy(), channels, torch.get_num_threads()))
+        n = z.numel() // channels
+        bn.num_batches_tracked.add_(1)
+        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        bn.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+        return mean, torch.rsqrt(var + bn.eps)
 
 
 def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
@@ -267,6 +261,21 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
     return (out, torch.stack(membranes)) if return_membrane else out
 
 
+def pooling_window(kernel, stride, padding) -> int | None:
+    """k for a pooling over k x k windows with stride k and no padding, k*k a power of
+    two: the pooling a LIF loop can run itself, its average of spikes (a count times
+    1/k^2) being exact; else None. Arguments as NIR or torch give them (ints or pairs)."""
+    k, s, p = (tuple(np.broadcast_to(np.asarray(v, int).ravel(), (2,))) for v in (kernel, stride, padding))
+    if k[0] != k[1] or s != k or p != (0, 0) or k[0] < 2 or k[0] & (k[0] - 1):
+        return None
+    return int(k[0])
+
+
+def _pools_in_loop(current: torch.Tensor, k: int) -> bool:
+    """The compiled loop can pool this (T or 1, B, C, H, W) current's spikes over k x k."""
+    return current.dim() == 5 and k > 1 and not k & (k - 1) and current.shape[3] % k == 0 and current.shape[4] % k == 0
+
+
 def lif_scan_normalised(parts: list, norms: list, c: LIFCoefficients, surrogate_slope: float,
                         k: int = 1, timesteps: int | None = None) -> torch.Tensor:
     """lif_scan (then, k > 1, the k x k average pooling) of a batch-normalised current:
@@ -278,8 +287,7 @@ def lif_scan_normalised(parts: list, norms: list, c: LIFCoefficients, surrogate_
     nor the concatenation is ever written out, and each part gets its own gradient.
     Same values as BatchNorm2d then lif_scan up to float32 rounding of the statistics."""
     T, B = (timesteps or parts[0].shape[0]), parts[0].shape[1]
-    H, W = parts[0].shape[3:]
-    fits = k > 1 and not k & (k - 1) and H % k == 0 and W % k == 0
+    fits = _pools_in_loop(parts[0], k)
     tensors = (*parts, *(bn.weight for bn in norms), *(bn.bias for bn in norms))
     y = _CompiledNormalisedScan.apply(c, surrogate_slope, k if fits else 1, timesteps, tuple(norms), *tensors)
     if k > 1 and not fits:
@@ -298,8 +306,7 @@ def lif_scan_pooled(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: 
     in cache, and its backward pass spreads the pooled gradient back (the population's
     spikes are never written out; the same values and gradients as the two steps)."""
     T, B = (timesteps or current.shape[0]), current.shape[1]
-    if (current.dim() == 5 and k > 1 and not k & (k - 1) and current.shape[3] % k == 0
-            and current.shape[4] % k == 0 and _compiled_scan_fits(current, c)):
+    if _pools_in_loop(current, k) and _compiled_scan_fits(current, c):
         return _CompiledLIFScan.apply(current, c, surrogate_slope, k, timesteps)
     spikes = lif_scan(current, c, surrogate_slope, timesteps=timesteps).reshape(T * B, *current.shape[2:])
     pooled = F.avg_pool2d(spikes, k)

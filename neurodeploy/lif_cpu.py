@@ -168,15 +168,15 @@ if AVAILABLE:
 
     @njit(cache=True, nogil=True)
     def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale,
-                       norm_a, norm_b, m0, o0):
+                       norm_a, norm_b, m0):
         """Zero reset; keeps the membrane before reset for the surrogate gradient. With
         k > 1, ``out`` receives scale * (each k x k window's spike count) instead of the
         spikes. The current is norm_a[c] * I + norm_b[c] per channel block (the batch
         normalisation; (1,) arrays 1 and 0 for none: I * 1 + 0 is I). The current may be
         one part of the population: its neurons start at m0 in membrane's rows, its
-        outputs at o0 in out's."""
+        outputs at m0 / k^2 in out's."""
         T, M = membrane.shape[0], current.shape[2]
-        m_out = M // (k * k)
+        m_out, o0 = M // (k * k), m0 // (k * k)
         blocks = norm_a.shape[0]
         block = M // blocks
         static = current.shape[0] == 1
@@ -200,13 +200,13 @@ if AVAILABLE:
 
     @njit(cache=True, nogil=True)
     def _train_backward(lo, hi, grad_out, membrane, decay, gain, threshold, slope, grad_current, shape, k, scale,
-                        current, norm_mean, sums, m0, o0):
+                        current, norm_mean, sums, m0):
         """Backpropagation through time of _train_forward (see lif_scan_backward), for the
-        part of the population whose neurons start at m0 (outputs at o0). With a
+        part of the population whose neurons start at m0 (outputs at m0 / k^2). With a
         batch normalisation (norm_mean has C entries), also adds to ``sums`` (C, 2) each
         channel's sum of dL/dy and of dL/dy * (I - mean), in 16 float32 lanes per sample."""
         T, M = membrane.shape[0], grad_current.shape[2]
-        m_out = M // (k * k)
+        m_out, o0 = M // (k * k), m0 // (k * k)
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
         pooled = k > 1
@@ -408,7 +408,7 @@ def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak:
     shape = tuple(int(n) for n in shape)
     a, b = norm if norm is not None else _NO_NORM
     _over_samples(lambda i, lo, hi: _train_forward(lo, hi, current, d, g, l, th, out, membrane, shape, k,
-                                                   np.float32(scale), a, b, m0, m0 // (k * k)), _chunks(B, threads))
+                                                   np.float32(scale), a, b, m0), _chunks(B, threads))
     return out, membrane
 
 
@@ -441,8 +441,7 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
     chunks = _chunks(B, threads)
     sums = np.zeros((len(chunks), mean.shape[0], 2), np.float64)
     _over_samples(lambda i, lo, hi: _train_backward(lo, hi, grad_out, membrane, d, g, th, sl, grad, shape, k,
-                                                    np.float32(scale), current, mean, sums[i], m0, m0 // (k * k)),
-                  chunks)
+                                                    np.float32(scale), current, mean, sums[i], m0), chunks)
     return (grad, sums.sum(0)) if norm is not None else grad
 
 
@@ -463,7 +462,7 @@ def channel_statistics(current: np.ndarray, channels: int, threads: int) -> tupl
 
 def normalise_backward(grad: np.ndarray, current: np.ndarray, coef_g, coef_x, coef_1, threads: int) -> None:
     """In place, per channel block c: grad = grad * coef_g[c] + current * coef_x[c] + coef_1[c]
-    (the last pass of a batch normalisation's backward, see dynamics._CompiledLIFScan)."""
+    (the last pass of a batch normalisation's backward, see dynamics._CompiledNormalisedScan)."""
     coefs = [np.ascontiguousarray(v, dtype=np.float32) for v in (coef_g, coef_x, coef_1)]
     _over_samples(lambda i, lo, hi: _normalise_backward(lo, hi, grad, current, *coefs),
                   _chunks(grad.shape[1], threads))

@@ -203,14 +203,10 @@ class FusedPopulation(nn.Module):
 
 
 def _window(pool: nn.Module) -> int | None:
-    """k for an average pooling over k x k windows with stride k, no padding, k*k a
-    power of two (so its average of spikes is exact); else None."""
+    """k for an average pooling a LIF loop can run itself (dynamics.pooling_window); else None."""
     if not isinstance(pool, nn.AvgPool2d) or pool.ceil_mode or pool.divisor_override is not None:
         return None
-    k, stride, pad = (torch.nn.modules.utils._pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
-    if k[0] != k[1] or stride != k or pad != (0, 0) or k[0] < 2 or k[0] & (k[0] - 1):
-        return None
-    return k[0]
+    return dynamics.pooling_window(pool.kernel_size, pool.stride, pool.padding)
 
 
 class LeafTracer(torch.fx.Tracer):

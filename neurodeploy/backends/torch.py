@@ -233,21 +233,19 @@ def _fusable_pools(nodes: dict, edges: list) -> dict:
     """{population: (pooling node, k, scale)} for every k x k pooling (stride k, no
     padding) that reads one LIF/IF population and nothing else, and is that
     population's only consumer: the compiled loop can then pool the spikes as they
-    are made and never write the population out. k*k is a power of two, so the
-    average scale * (spike count) is exact, as avg_pool2d's sum / k^2 is."""
+    are made and never write the population out. k*k is a power of two
+    (dynamics.pooling_window), so the average scale * (spike count) is exact, as
+    avg_pool2d's sum / k^2 is."""
     fused = {}
     for q, node in nodes.items():
         if not isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
             continue
-        k, stride, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-        window = k[0] * k[1]
-        if k[0] != k[1] or stride != k or pad != (0, 0) or window < 2 or window & (window - 1):
-            continue
+        k = dynamics.pooling_window(node.kernel_size, node.stride, node.padding)
         preds = [s for s, d in edges if d == q]
-        if len(preds) != 1 or not isinstance(nodes[preds[0]], (nir.LIF, nir.IF)):
+        if k is None or len(preds) != 1 or not isinstance(nodes[preds[0]], (nir.LIF, nir.IF)):
             continue
         if [d for s, d in edges if s == preds[0]] == [q]:
-            fused[preds[0]] = (q, k[0], 1.0 / window if isinstance(node, nir.AvgPool2d) else 1.0)
+            fused[preds[0]] = (q, k, 1.0 / k ** 2 if isinstance(node, nir.AvgPool2d) else 1.0)
     return fused
 
 
@@ -815,16 +813,16 @@ class TorchProgram:
                     activity[name] = _Activity(loop_counts.spikes_per_neuron, True)
                 if counters is not None:
                     pops[name] = self._count_population(op, shape, T, b, counters, loop_counts, x, s, out)
-                pooled = out.reshape(T * b, *out.shape[2:])
+                y = out.reshape(T * b, *out.shape[2:])
                 if loop_counts is not None and loop_counts.pooled is not None:
                     # the loop wrote the pooling's output; the population's spikes exist only as counts
                     if counters is not None:
                         self._count_projection(self.ops[pool_name], None, False, T, counters, activity[name],
                                                in_shape=(T * b,) + shape)
-                    values[pool_name], activity[pool_name] = (pooled, False), loop_counts.pooled
+                    values[pool_name], activity[pool_name] = (y, False), loop_counts.pooled
                     values[name] = (None, False)
                 else:
-                    values[name] = (pooled, False)
+                    values[name] = (y, False)
                 continue
             x, s = self._gather(name, values, T, b)
             self._check_shape(name, tuple(x.shape[1:]))
