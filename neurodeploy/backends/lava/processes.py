@@ -209,7 +209,7 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
         shifted = np.left_shift(a_in.astype(np.int64), self.act_shift)
         self.overflows[0] += int(np.count_nonzero(fx.wrap_state(shifted) != shifted))   # lava's 24-bit wrap of u
         drive = self._drive(self.drive_int, sample, k).astype(np.int32)
-        current = np.left_shift(a_in, self.act_shift) + drive
+        current = shifted + drive       # the input current arriving, for the input-event count
         if self.proc_params["cuba"]:     # the same arithmetic, with the drive entering u
             self.u[:], self.v[:] = fx.cuba_step(self.u, self.v, a_in, self.du, self.dv, drive,
                                                 self.bias_int)
