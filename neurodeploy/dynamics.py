@@ -221,7 +221,9 @@ def _batch_statistics(z: torch.Tensor, channels: int, bn) -> tuple[torch.Tensor,
         return mean, torch.rsqrt(var + bn.eps)
 
 
-def _compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
+def compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:
+    """The compiled CPU loops can run this population: numba present, a float32 CPU
+    current, parameters shared by the population, reset to zero."""
     from . import lif_cpu
     return (lif_cpu.AVAILABLE and current.device.type == "cpu" and current.dtype == torch.float32
             and all(t.numel() == 1 for t in (c.decay, c.gain, c.leak, c.threshold, c.v_reset))
@@ -238,7 +240,7 @@ def lif_scan(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: float =
     Differentiable (arctan surrogate) when autograd is on. On CPU, a population with
     shared parameters and reset to zero runs as compiled loops (_CompiledLIFScan).
     """
-    if not return_membrane and _compiled_scan_fits(current, c):
+    if not return_membrane and compiled_scan_fits(current, c):
         return _CompiledLIFScan.apply(current, c, surrogate_slope, 1, timesteps)
     if timesteps is not None and current.shape[0] != timesteps:
         current = current.expand(timesteps, *current.shape[1:])
@@ -306,7 +308,7 @@ def lif_scan_pooled(current: torch.Tensor, c: LIFCoefficients, surrogate_slope: 
     in cache, and its backward pass spreads the pooled gradient back (the population's
     spikes are never written out; the same values and gradients as the two steps)."""
     T, B = (timesteps or current.shape[0]), current.shape[1]
-    if _pools_in_loop(current, k) and _compiled_scan_fits(current, c):
+    if _pools_in_loop(current, k) and compiled_scan_fits(current, c):
         return _CompiledLIFScan.apply(current, c, surrogate_slope, k, timesteps)
     spikes = lif_scan(current, c, surrogate_slope, timesteps=timesteps).reshape(T * B, *current.shape[2:])
     pooled = F.avg_pool2d(spikes, k)

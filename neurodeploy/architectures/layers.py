@@ -180,7 +180,7 @@ class FusedPopulation(nn.Module):
         self.lif, self.pool, self.sources = lif, pool, nn.ModuleList(sources)
 
     def _normalise_here(self, x) -> bool:
-        return (bool(self.sources) and dynamics._compiled_scan_fits(x, self.lif.coefficients(x.device))
+        return (bool(self.sources) and dynamics.compiled_scan_fits(x, self.lif.coefficients(x.device))
                 and all(s.training and s.loihi_step is None and s.bn is not None and s.bn.training
                         and s.bn.affine and s.bn.track_running_stats for s in self.sources))
 
