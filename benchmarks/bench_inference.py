@@ -55,7 +55,7 @@ def with_leaky(model, **leaky_kwargs):
                                                       reset_mechanism="zero", reset_delay=False, init_hidden=True,
                                                       **leaky_kwargs))
     net.timesteps = 1
-    return net
+    return net.to(next(model.parameters()).device)   # the new Leaky modules' state starts on the CPU
 
 
 def step_loop(net, timesteps):

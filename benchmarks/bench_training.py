@@ -8,7 +8,7 @@ network once per timestep. Both do forward + cross-entropy on the summed output
 + backward + an AdamW step on the same batch. Each contender is timed in its own fresh
 process, as its users would run it (see contenders.py), alternating over ``--rounds``.
 
-    python benchmarks/bench_training.py [--models pruned_squeezenet] [--batch 32] [--timesteps 4] [--json]
+    python benchmarks/bench_training.py [--models pruned_squeezenet] [--batch 32] [--timesteps 4] [--device cpu|cuda] [--json]
 """
 from __future__ import annotations
 
@@ -41,21 +41,25 @@ def step_time(params, forward, x, y, repeats):
         loss.backward()
         opt.step()
     step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
+        if x.is_cuda:   # the step's kernels are queued; wait for them
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
-def contender_step(worker, name, batch, timesteps):
+def contender_step(worker, name, batch, timesteps, device="cpu"):
     """(parameters, forward) of a contender and its batch: our multi-step twin or snnTorch's loop."""
-    model = calibrated(name)
+    model = calibrated(name).to(device)
     model.timesteps = timesteps
     model.train()
     torch.manual_seed(1)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 3, 32, 32).to(device), torch.randint(0, 10, (batch,)).to(device)
     if worker == "snntorch":
         from neurodeploy.host_memory import reuse_freed_memory
         reuse_freed_memory()     # snnTorch gets neurodeploy's malloc setting too
@@ -68,11 +72,12 @@ def contender_step(worker, name, batch, timesteps):
 WORKERS = {"ours": "ours", "snntorch": "snntorch"}
 
 
-def bench_model(name, batch, timesteps, repeats, rounds):
-    argv = ["--models", name, "--batch", str(batch), "--timesteps", str(timesteps), "--repeats", str(repeats)]
+def bench_model(name, batch, timesteps, device, repeats, rounds):
+    argv = ["--models", name, "--batch", str(batch), "--timesteps", str(timesteps), "--device", device,
+            "--repeats", str(repeats)]
     best = race(__file__, WORKERS, argv, rounds)
     ours, theirs = best["ours"], best["snntorch"]
-    return {"model": name, "batch": batch, "timesteps": timesteps, "ours_step_s": ours,
+    return {"model": name, "batch": batch, "timesteps": timesteps, "device": device, "ours_step_s": ours,
             "snntorch_step_s": theirs, "ratio_vs_snntorch": theirs / ours,
             "omp_wait_policy": {c: omp_policy(c) for c in WORKERS}}
 
@@ -82,6 +87,7 @@ def main():
     ap.add_argument("--models", default="pruned_squeezenet")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--timesteps", type=int, default=4)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
@@ -89,14 +95,15 @@ def main():
     args = ap.parse_args()
     if args.worker:     # one contender, in this fresh process (see contenders.py)
         print(json.dumps({"seconds": step_time(*contender_step(args.worker, args.models, args.batch,
-                                                                args.timesteps), args.repeats)}))
+                                                                args.timesteps, args.device), args.repeats)}))
         return
-    rows = [bench_model(m, args.batch, args.timesteps, args.repeats, args.rounds) for m in args.models.split(",")]
+    rows = [bench_model(m, args.batch, args.timesteps, args.device, args.repeats, args.rounds)
+            for m in args.models.split(",")]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        print(f"{r['model']:>18} [batch {r['batch']}, T={r['timesteps']}]: training step ours {r['ours_step_s']:.3f} s, "
+        print(f"{r['model']:>18} [batch {r['batch']}, T={r['timesteps']}, {r['device']}]: training step ours {r['ours_step_s']:.3f} s, "
               f"snnTorch step loop {r['snntorch_step_s']:.3f} s -> {r['ratio_vs_snntorch']:.2f}x")
     policy = rows[0]["omp_wait_policy"] if rows else {}
     print(f"each contender timed in its own process, best of {args.rounds} alternating rounds x {args.repeats}; "
