@@ -53,8 +53,11 @@ AVAILABLE = numba is not None
 
 if AVAILABLE:
     # Every loop takes whole C-contiguous arrays plus the sample range [lo, hi) it owns
-    # (and a channel offset c0), and works on 1-D rows: passed-in slices or 2-D
-    # indexing with an offset leave the innermost loop scalar (3-4x slower).
+    # (and a channel offset c0). Its innermost loops run over 1-D views made inside it,
+    # from index 0 (``for i in range(n): view[i]``), which LLVM vectorises; passed-in
+    # slices, 2-D indexing with an offset, or ``range(first, last)`` over a whole row
+    # stayed scalar (3-4x slower). So did a float division under numba's
+    # ZeroDivisionError check and a float sum in a fixed order (see the kernels below).
     @njit(cache=True, nogil=True)
     def _scan_uniform(lo, hi, c0, width, pool, scale, current, channels_first, decay, gain, leak, threshold,
                       v_reset, out, counts, per_position, active):
@@ -130,41 +133,64 @@ if AVAILABLE:
             counts[b, 0] += n_spikes
             counts[b, 1] += n_inputs
 
+    # Pooling and its adjoint in two passes, each a loop the compiler vectorises: k
+    # horizontal neighbours (interleaved loads: a long loop over the whole sample), then
+    # k rows of Wo (contiguous). One pass over each k x k window was scalar: 7x slower.
     @njit(cache=True, nogil=True)
-    def _window_sums(src, dst, shape, k, scale):
-        """dst (C*Ho*Wo) = scale * (sum of each k x k window of src (C*H*W)), NCHW order."""
+    def _window_sums(src, dst, shape, k, scale, rows):
+        """dst (C*Ho*Wo) = scale * (sum of each k x k window of src (C*H*W)), NCHW order;
+        ``rows`` is scratch of C*H*Wo. Sums of spikes are exact in any order."""
         C, H, W = shape
-        Ho, Wo = H // k, W // k
-        for c in range(C):
-            for yo in range(Ho):
-                d = dst[(c * Ho + yo) * Wo:(c * Ho + yo + 1) * Wo]
-                d[:] = 0
-                for dy in range(k):
-                    row = src[(c * H + yo * k + dy) * W:(c * H + yo * k + dy + 1) * W]
-                    for xo in range(Wo):
-                        for dx in range(k):
-                            d[xo] += row[xo * k + dx]
-                for xo in range(Wo):
-                    d[xo] *= scale
+        Wo = W // k
+        if k == 2:
+            for j in range(rows.shape[0]):
+                rows[j] = src[2 * j] + src[2 * j + 1]
+        else:
+            for j in range(rows.shape[0]):
+                total = src[k * j]
+                for dx in range(1, k):
+                    total += src[k * j + dx]
+                rows[j] = total
+        windows = rows.reshape(C * (H // k), k, Wo)
+        out = dst.reshape(C * (H // k), Wo)
+        for q in range(out.shape[0]):
+            d, first = out[q], windows[q, 0]
+            if k == 2:
+                second = windows[q, 1]
+                for x in range(Wo):
+                    d[x] = (first[x] + second[x]) * scale
+            else:
+                for x in range(Wo):
+                    d[x] = first[x]
+                for dy in range(1, k):
+                    row = windows[q, dy]
+                    for x in range(Wo):
+                        d[x] += row[x]
+                for x in range(Wo):
+                    d[x] *= scale
 
     @njit(cache=True, nogil=True)
-    def _spread_windows(src, dst, shape, k, scale):
-        """The adjoint of _window_sums: dst (C*H*W) = scale * src at each position's window
-        (k is a power of two: shifts, not integer divisions, in the inner loop)."""
+    def _spread_windows(src, dst, shape, k, scale, rows):
+        """The adjoint of _window_sums: dst (C*H*W) = scale * src at each position's
+        window; ``rows`` is scratch of C*H*Wo."""
         C, H, W = shape
-        Ho, Wo = H // k, W // k
-        shift = 0
-        while (1 << shift) < k:
-            shift += 1
-        for c in range(C):
-            for yo in range(Ho):
-                s = src[(c * Ho + yo) * Wo:(c * Ho + yo + 1) * Wo]
-                first = (c * H + yo * k) * W
-                d = dst[first:first + W]
-                for x in range(W):
-                    d[x] = s[x >> shift] * scale
-                for dy in range(1, k):
-                    dst[first + dy * W:first + (dy + 1) * W] = d
+        Wo = W // k
+        windows = rows.reshape(C * (H // k), k, Wo)
+        pooled = src.reshape(C * (H // k), Wo)
+        for q in range(pooled.shape[0]):
+            s = pooled[q]
+            for dy in range(k):
+                row = windows[q, dy]
+                for x in range(Wo):
+                    row[x] = s[x] * scale
+        if k == 2:
+            for j in range(rows.shape[0]):
+                dst[2 * j] = rows[j]
+                dst[2 * j + 1] = rows[j]
+        else:
+            for j in range(rows.shape[0]):
+                for dx in range(k):
+                    dst[k * j + dx] = rows[j]
 
     @njit(cache=True, nogil=True)
     def _train_forward(lo, hi, current, decay, gain, leak, threshold, out, membrane, shape, k, scale,
@@ -181,45 +207,54 @@ if AVAILABLE:
         block = M // blocks
         static = current.shape[0] == 1
         pooled = k > 1
-        scratch = np.empty(M if pooled else 0, np.float32)
+        spikes = np.empty(M, np.float32)
+        rows = np.empty(M // k, np.float32)         # _window_sums' scratch
+        v = np.empty(M, np.float32)
         for b in range(lo, hi):
-            v = np.zeros(M, np.float32)
+            v[:] = 0
             for t in range(T):
-                i_t = current[0, b] if static else current[t, b]
-                s_t, m_t = scratch if pooled else out[t, b, o0:o0 + m_out], membrane[t, b, m0:m0 + M]
                 for c in range(blocks):
+                    first = c * block
+                    i_c = current[0 if static else t, b, first:first + block]
+                    m_c = membrane[t, b, m0 + first:m0 + first + block]
+                    s_c = spikes[first:first + block] if pooled else out[t, b, o0 + first:o0 + first + block]
+                    v_c = v[first:first + block]
                     a_c, b_c = norm_a[c], norm_b[c]
-                    for i in range(c * block, (c + 1) * block):
-                        x = (v[i] * decay + gain * (i_t[i] * a_c + b_c)) + leak
-                        m_t[i] = x
+                    for i in range(block):
+                        x = (v_c[i] * decay + gain * (i_c[i] * a_c + b_c)) + leak
+                        m_c[i] = x
                         fired = x > threshold
-                        s_t[i] = np.float32(fired)
-                        v[i] = np.float32(0.0) if fired else x
+                        s_c[i] = np.float32(fired)
+                        v_c[i] = np.float32(0.0) if fired else x
                 if pooled:
-                    _window_sums(s_t, out[t, b, o0:o0 + m_out], shape, k, scale)
+                    _window_sums(spikes, out[t, b, o0:o0 + m_out], shape, k, scale, rows)
 
-    @njit(cache=True, nogil=True)
+    # error_model="numpy": IEEE division, no ZeroDivisionError check (1 + z^2 >= 1); the
+    # check's branch kept the loop scalar (4x slower).
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _train_backward(lo, hi, grad_out, membrane, decay, gain, threshold, slope, grad_current, shape, k, scale,
                         current, norm_mean, sums, m0):
         """Backpropagation through time of _train_forward (see lif_scan_backward), for the
         part of the population whose neurons start at m0 (outputs at m0 / k^2). With a
         batch normalisation (norm_mean has C entries), also adds to ``sums`` (C, 2) each
-        channel's sum of dL/dy and of dL/dy * (I - mean), in 16 float32 lanes per sample."""
+        channel's sum of dL/dy and of dL/dy * (I - mean) (float32 within a sample, see _channel_sums)."""
         T, M = membrane.shape[0], grad_current.shape[2]
         m_out, o0 = M // (k * k), m0 // (k * k)
         half_pi_slope = np.float32(np.pi / 2 * slope)
         half_slope = np.float32(slope / 2)
         pooled = k > 1
         summed = grad_current.shape[0] == 1 and T > 1     # a static current: sum over t here
-        scratch = np.empty(M if pooled else 0, np.float32)
+        spread = np.empty(M, np.float32)
+        rows = np.empty(M // k, np.float32)         # _spread_windows' scratch
+        dv_later = np.empty(M, np.float32)       # dL/dv[t+1]
         for b in range(lo, hi):
-            dv_later = np.zeros(M, np.float32)      # dL/dv[t+1]
+            dv_later[:] = 0
             if summed:
                 grad_current[0, b, :] = 0
             for t in range(T - 1, -1, -1):
-                if pooled:                          # dL/ds[t] of every neuron from its window's
-                    _spread_windows(grad_out[t, b, o0:o0 + m_out], scratch, shape, k, scale)
-                g_t = scratch if pooled else grad_out[t, b, o0:o0 + m_out]
+                if pooled:                       # dL/ds[t] of every neuron from its window's
+                    _spread_windows(grad_out[t, b, o0:o0 + m_out], spread, shape, k, scale, rows)
+                g_t = spread if pooled else grad_out[t, b, o0:o0 + m_out]
                 m_t, out = membrane[t, b, m0:m0 + M], grad_current[0 if summed else t, b]
                 for i in range(M):
                     x = m_t[i] - threshold
@@ -234,66 +269,50 @@ if AVAILABLE:
             if norm_mean.shape[0] > 0:
                 _channel_sums(grad_current, current, b, norm_mean, sums)
 
-    @njit(cache=True, nogil=True)
+    # The two per-channel reductions below run with fastmath={"reassoc"} (and nothing else
+    # of fastmath): it lets LLVM split each float32 sum into vector lanes in an order of its
+    # choosing, fixed for a given CPU. Written with explicit 16-float32 lanes they stayed
+    # scalar (6x slower). Each sample's sums are float32, the sums across samples float64.
+    @njit(cache=True, nogil=True, fastmath={"reassoc"})
     def _channel_sums(grad, current, b, mean, sums):
         """sums[c] += (sum of grad, sum of grad * (current - mean[c])) over sample b's block
-        c, every row (16 float32 lanes, then float64)."""
+        c, every row."""
         C, M = mean.shape[0], grad.shape[2]
         block = M // C
-        acc_g = np.zeros(16, np.float32)
-        acc_x = np.zeros(16, np.float32)
+        static = current.shape[0] == 1
         for c in range(C):
-            m_c = mean[c]
-            acc_g[:] = 0
-            acc_x[:] = 0
-            tail_g, tail_x = 0.0, 0.0
-            start, stop = c * block, (c + 1) * block
-            whole = start + (block // 16) * 16
+            first, m_c = c * block, mean[c]
+            sum_g, sum_x = np.float32(0.0), np.float32(0.0)
             for row in range(grad.shape[0]):
-                g_r, x_r = grad[row, b], current[row if current.shape[0] > 1 else 0, b]
-                for i0 in range(start, whole, 16):
-                    for lane in range(16):
-                        g = g_r[i0 + lane]
-                        acc_g[lane] += g
-                        acc_x[lane] += g * (x_r[i0 + lane] - m_c)
-                for i in range(whole, stop):
-                    tail_g += g_r[i]
-                    tail_x += g_r[i] * (x_r[i] - m_c)
-            sums[c, 0] += acc_g.sum() + tail_g
-            sums[c, 1] += acc_x.sum() + tail_x
+                g_c = grad[row, b, first:first + block]
+                x_c = current[0 if static else row, b, first:first + block]
+                for i in range(block):
+                    sum_g += g_c[i]
+                    sum_x += g_c[i] * (x_c[i] - m_c)
+            sums[c, 0] += sum_g
+            sums[c, 1] += sum_x
 
-    # The same 16-lane reduction as _channel_sums, over other terms: written once as a
-    # kernel on generic terms it needs a materialised (current - shift) or gives up the
-    # shift that keeps a large mean from cancelling the variance.
-    @njit(cache=True, nogil=True)
+    # The same reduction as _channel_sums, over other terms: written once as a kernel on
+    # generic terms it needs a materialised (current - shift) or gives up the shift that
+    # keeps a large mean from cancelling the variance.
+    @njit(cache=True, nogil=True, fastmath={"reassoc"})
     def _channel_moments(lo, hi, current, shift, sums):
         """Per channel block c over samples [lo, hi), every row: sums[c] += (sum of d, sum
-        of d^2) with d = current - shift[c] (16 float32 lanes per sample, then float64)."""
+        of d^2) with d = current - shift[c]."""
         C, M = shift.shape[0], current.shape[2]
         block = M // C
-        acc1 = np.zeros(16, np.float32)
-        acc2 = np.zeros(16, np.float32)
         for b in range(lo, hi):
             for c in range(C):
-                k_c = shift[c]
-                acc1[:] = 0
-                acc2[:] = 0
-                tail1, tail2 = 0.0, 0.0
-                start, stop = c * block, (c + 1) * block
-                whole = start + (block // 16) * 16
+                first, k_c = c * block, shift[c]
+                sum_1, sum_2 = np.float32(0.0), np.float32(0.0)
                 for row in range(current.shape[0]):
-                    x_r = current[row, b]
-                    for i0 in range(start, whole, 16):
-                        for lane in range(16):
-                            d = x_r[i0 + lane] - k_c
-                            acc1[lane] += d
-                            acc2[lane] += d * d
-                    for i in range(whole, stop):
-                        d = x_r[i] - k_c
-                        tail1 += d
-                        tail2 += d * d
-                sums[c, 0] += acc1.sum() + tail1
-                sums[c, 1] += acc2.sum() + tail2
+                    x_c = current[row, b, first:first + block]
+                    for i in range(block):
+                        d = x_c[i] - k_c
+                        sum_1 += d
+                        sum_2 += d * d
+                sums[c, 0] += sum_1
+                sums[c, 1] += sum_2
 
     @njit(cache=True, nogil=True)
     def _normalise_backward(lo, hi, grad, current, coef_g, coef_x, coef_1):
@@ -302,11 +321,13 @@ if AVAILABLE:
         block = M // C
         for row in range(grad.shape[0]):
             for b in range(lo, hi):
-                g_r, x_r = grad[row, b], current[row if current.shape[0] > 1 else 0, b]
                 for c in range(C):
+                    first = c * block
+                    g_c = grad[row, b, first:first + block]
+                    x_c = current[row if current.shape[0] > 1 else 0, b, first:first + block]
                     p, q, r = coef_g[c], coef_x[c], coef_1[c]
-                    for i in range(c * block, (c + 1) * block):
-                        g_r[i] = g_r[i] * p + x_r[i] * q + r
+                    for i in range(block):
+                        g_c[i] = g_c[i] * p + x_c[i] * q + r
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -449,7 +470,7 @@ def channel_statistics(current: np.ndarray, channels: int, threads: int) -> tupl
     """Mean and biased variance (float64) of each of the ``channels`` blocks of M in
     current (rows, B, M), over rows, samples and the block, in one pass: sums of
     d = x - x0 and d^2, x0 the block's first value (so that a large mean does not
-    cancel the variance away), in 16 float32 lanes per sample, float64 across them."""
+    cancel the variance away), float32 within a sample (vector lanes, see _channel_sums), float64 across samples."""
     chunks = _chunks(current.shape[1], threads)
     n = current.shape[0] * current.shape[1] * (current.shape[2] // channels)
     shift = np.ascontiguousarray(current[0, 0].reshape(channels, -1)[:, 0])

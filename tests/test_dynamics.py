@@ -173,15 +173,18 @@ def test_compiled_cpu_scan_equals_torch_ops_forward_and_backward(monkeypatch, st
     assert float(g_ops.abs().max()) > 0.1
 
 
-@pytest.mark.parametrize("static, k", [(False, 2), (True, 2), (False, 4)])
-def test_pooled_scan_equals_scan_then_average_pooling(monkeypatch, static, k):
+# size 12: rows of 12 and channel blocks of 144, so the compiled loops run both their
+# vector bodies and their scalar remainders
+@pytest.mark.parametrize("static, k, size", [(False, 2, 8), (True, 2, 8), (False, 4, 8), (False, 2, 12),
+                                             (True, 4, 12)])
+def test_pooled_scan_equals_scan_then_average_pooling(monkeypatch, static, k, size):
     """lif_scan_pooled (one compiled loop that pools each sample's spikes, and spreads the
     pooled gradient back) against lif_scan then F.avg_pool2d: the same values bit for
     bit, the same gradient to float32 rounding; a 3x3 window falls back to the two steps."""
     lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
     c = lif.coefficients("cpu")
     rng = np.random.default_rng(7)
-    T, B, C, H, W = 5, 3, 2, 8, 8
+    T, B, C, H, W = 5, 3, 2, size, size
     base = torch.from_numpy(rng.normal(0.4, 0.8, (1 if static else T, B, C, H, W)).astype(np.float32))
     weights = torch.from_numpy(rng.normal(size=(T, B, C, H // k, W // k)).astype(np.float32))
 
@@ -205,9 +208,10 @@ def test_pooled_scan_equals_scan_then_average_pooling(monkeypatch, static, k):
     assert dynamics.lif_scan_pooled(odd, c, lif.surrogate_slope, 3).shape == (T, B, C, 3, 3)
 
 
-@pytest.mark.parametrize("static, k, parts", [(False, 1, 1), (False, 2, 1), (True, 1, 1), (True, 2, 1),
-                                              (False, 2, 2), (True, 1, 2)])
-def test_normalised_scan_equals_batchnorm_then_scan(static, k, parts):
+@pytest.mark.parametrize("static, k, parts, size", [(False, 1, 1, 8), (False, 2, 1, 8), (True, 1, 1, 8),
+                                                    (True, 2, 1, 8), (False, 2, 2, 8), (True, 1, 2, 8),
+                                                    (False, 2, 2, 12), (True, 4, 1, 12)])
+def test_normalised_scan_equals_batchnorm_then_scan(static, k, parts, size):
     """lif_scan_normalised (BatchNorm2d in training mode applied inside the compiled LIF
     loop; its backward folded into the BPTT loop and one more pass) against torch's
     BatchNorm2d, then lif_scan (then average pooling): the same spikes; the same
@@ -218,7 +222,7 @@ def test_normalised_scan_equals_batchnorm_then_scan(static, k, parts):
     lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
     c = lif.coefficients("cpu")
     torch.manual_seed(0)
-    T, B, H, W = 4, 6, 8, 8
+    T, B, H, W = 4, 6, size, size
     widths = [5] if parts == 1 else [3, 4]
     C = sum(widths)
     z0 = [torch.randn(1 if static else T, B, w, H, W) * 2 + 0.5 for w in widths]
