@@ -668,7 +668,10 @@ class TorchProgram:
             record_populations: bool = True, count: bool = True) -> RunResult:
         """inputs: (N, *input) static or (T, N, *input) sequences. count=False skips the
         counters (for pure speed); outputs are the same either way."""
-        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+        x = np.asarray(inputs, dtype=np.float32)
+        # torch warns on read-only arrays (np.load's memory maps, broadcast views); the run
+        # never writes its inputs, but a copy keeps the warning from users
+        x = torch.as_tensor(x if x.flags.writeable else x.copy())
         T = int(timesteps or self.conventions.timesteps or 1)
         shape = self.input_shape
         if tuple(x.shape[1:]) == shape:
