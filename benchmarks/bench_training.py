@@ -8,7 +8,8 @@ network once per timestep. Both do forward + cross-entropy on the summed output
 + backward + an AdamW step on the same batch. Each contender is timed in its own fresh
 process, as its users would run it (see contenders.py), alternating over ``--rounds``.
 
-    python benchmarks/bench_training.py [--models pruned_squeezenet] [--batch 32] [--timesteps 4] [--device cpu|cuda] [--json]
+    python benchmarks/bench_training.py [--models pruned_squeezenet] [--batch 32] [--timesteps 4]
+                                        [--device cpu|cuda] [--json]
 """
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def main():
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        print(f"{r['model']:>18} [batch {r['batch']}, T={r['timesteps']}, {r['device']}]: training step ours {r['ours_step_s']:.3f} s, "
+        print(f"{r['model']:>18} [batch {r['batch']}, T={r['timesteps']}, {r['device']}]: "
+              f"training step ours {r['ours_step_s']:.3f} s, "
               f"snnTorch step loop {r['snntorch_step_s']:.3f} s -> {r['ratio_vs_snntorch']:.2f}x")
     policy = rows[0]["omp_wait_policy"] if rows else {}
     print(f"each contender timed in its own process, best of {args.rounds} alternating rounds x {args.repeats}; "

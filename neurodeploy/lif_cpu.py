@@ -207,8 +207,8 @@ if AVAILABLE:
         block = M // blocks
         static = current.shape[0] == 1
         pooled = k > 1
-        spikes = np.empty(M, np.float32)
-        rows = np.empty(M // k, np.float32)         # _window_sums' scratch
+        spikes = np.empty(M if pooled else 0, np.float32)
+        rows = np.empty(M // k if pooled else 0, np.float32)     # _window_sums' scratch
         v = np.empty(M, np.float32)
         for b in range(lo, hi):
             v[:] = 0
@@ -244,8 +244,8 @@ if AVAILABLE:
         half_slope = np.float32(slope / 2)
         pooled = k > 1
         summed = grad_current.shape[0] == 1 and T > 1     # a static current: sum over t here
-        spread = np.empty(M, np.float32)
-        rows = np.empty(M // k, np.float32)         # _spread_windows' scratch
+        spread = np.empty(M if pooled else 0, np.float32)
+        rows = np.empty(M // k if pooled else 0, np.float32)     # _spread_windows' scratch
         dv_later = np.empty(M, np.float32)       # dL/dv[t+1]
         for b in range(lo, hi):
             dv_later[:] = 0
@@ -471,7 +471,8 @@ def channel_statistics(current: np.ndarray, channels: int, threads: int) -> tupl
     """Mean and biased variance (float64) of each of the ``channels`` blocks of M in
     current (rows, B, M), over rows, samples and the block, in one pass: sums of
     d = x - x0 and d^2, x0 the block's first value (so that a large mean does not
-    cancel the variance away), float32 within a sample (vector lanes, see _channel_sums), float64 across samples."""
+    cancel the variance away), float32 within a sample (vector lanes, see _channel_sums),
+    float64 across samples."""
     chunks = _chunks(current.shape[1], threads)
     n = current.shape[0] * current.shape[1] * (current.shape[2] // channels)
     shift = np.ascontiguousarray(current[0, 0].reshape(channels, -1)[:, 0])
