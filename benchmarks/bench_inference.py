@@ -67,8 +67,8 @@ def step_loop(net, timesteps):
             if isinstance(m, snn.Leaky):
                 m.reset_mem()
         out = 0
-        for _ in range(timesteps):
-            out = out + net.body(x)
+        for _ in range(timesteps):   # the layers themselves: none of TwinModel.body's training paths
+            out = out + net.features(x)
         return out
     return run
 

@@ -100,6 +100,30 @@ def spike(x: torch.Tensor, slope: float = 2.0) -> torch.Tensor:
     return _SpikeFn.apply(x, slope)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """x (n, B, C, H, W) lies in memory as channels-last rows (what oneDNN's convolutions
+    return for channels-last input), and that differs from NCHW."""
+    return x.dim() == 5 and not x.is_contiguous() and x.permute(0, 1, 3, 4, 2).is_contiguous()
+
+
+def _memory(x: torch.Tensor, rows: bool) -> torch.Tensor:
+    """x (n, B, C, H, W) as the lif_cpu loops read it: (n, B, C*H*W) in NCHW order or, with
+    ``rows``, (n, B, H*W, C) channels-last rows (a view when x lies so)."""
+    n, B = x.shape[:2]
+    if rows:
+        return x.permute(0, 1, 3, 4, 2).contiguous().reshape(n, B, -1, x.shape[2])
+    return x.contiguous().reshape(n, B, -1)
+
+
+def _tensor(a: np.ndarray, shape: tuple, rows: bool) -> torch.Tensor:
+    """The inverse of _memory: array ``a`` as the (n, B, C, H, W) tensor ``shape``."""
+    t = torch.from_numpy(a)
+    if rows:
+        n, B, C = shape[:3]
+        return t.view(n, B, *shape[3:], C).permute(0, 1, 4, 2, 3)
+    return t.view(shape)
+
+
 class _CompiledLIFScan(torch.autograd.Function):
     """lif_scan on CPU as two compiled loops (:mod:`neurodeploy.lif_cpu`): the forward
     pass (the same float32 arithmetic, so the same spikes) and its backpropagation
@@ -114,18 +138,20 @@ class _CompiledLIFScan(torch.autograd.Function):
         T, B = (timesteps or current.shape[0]), current.shape[1]
         expanded = current.shape[0] > 1 and current.stride(0) == 0     # a static input expanded over T
         static = expanded or current.shape[0] < T                      # ... or given once, (1, B, ...)
-        flat = (current[:1] if static else current).contiguous().reshape(1 if static else T, B, -1)
+        given = current[:1] if static else current
+        rows = _channels_last(given)                                   # channels-last: the loops on rows
+        flat = _memory(given, rows) if rows else given.contiguous().reshape(given.shape[0], B, -1)
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
         fused = (tuple(current.shape[2:]), pool, 1.0 / pool ** 2) if pool > 1 else None
         out, membrane = lif_cpu.lif_scan_train(flat.numpy(), T, decay, gain, leak, threshold, threads, fused)
         ctx.save_for_backward(torch.from_numpy(membrane))
         # a current given once gets its gradient summed over T in the loop (1, B, ...)
-        ctx.shape, ctx.summed = current.shape, static and not expanded
+        ctx.shape, ctx.summed, ctx.rows = current.shape, static and not expanded, rows
         ctx.args = (decay, gain, threshold, slope, threads, fused)
         shape = (T,) + current.shape[1:]
         shape = shape if pool == 1 else shape[:3] + tuple(n // pool for n in shape[3:])
-        return torch.from_numpy(out).view(shape)
+        return _tensor(out, shape, rows) if rows else torch.from_numpy(out).view(shape)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -133,10 +159,12 @@ class _CompiledLIFScan(torch.autograd.Function):
         (membrane,) = ctx.saved_tensors
         decay, gain, threshold, slope, threads, fused = ctx.args
         T, B = membrane.shape[:2]
-        g = grad_out.contiguous().reshape(T, B, -1).numpy()
-        grad = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads, fused,
+        g = _memory(grad_out, True) if ctx.rows else grad_out.contiguous().reshape(T, B, -1)
+        grad = lif_cpu.lif_scan_backward(g.numpy(), membrane.numpy(), decay, gain, threshold, slope, threads, fused,
                                          summed=ctx.summed)
         # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
+        if ctx.rows:
+            return _tensor(grad, (grad.shape[0],) + tuple(ctx.shape[1:]), True), None, None, None, None
         return torch.from_numpy(grad).view(ctx.shape), None, None, None, None
 
 
@@ -154,35 +182,39 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         parts, gammas, betas = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
         T, B = (timesteps or parts[0].shape[0]), parts[0].shape[1]
         static = parts[0].shape[0] < T                               # given once, (1, B, ...)
+        rows = _channels_last(parts[0])                              # channels-last: the loops on rows
         hw = tuple(parts[0].shape[3:])
         size = int(np.prod(hw))
-        M = sum(p.shape[2] for p in parts) * size
+        C = sum(p.shape[2] for p in parts)
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
-        out = np.empty((T, B, M // pool ** 2), np.float32)
-        membrane = np.empty((T, B, M), np.float32)
-        saved, m0 = [], 0
+        if rows:
+            out = np.empty((T, B, size // pool ** 2, C), np.float32)
+            membrane = np.empty((T, B, size, C), np.float32)
+        else:
+            out = np.empty((T, B, C * size // pool ** 2), np.float32)
+            membrane = np.empty((T, B, C * size), np.float32)
+        saved, m0 = [], 0           # m0: the part's first neuron (NCHW) or first channel (rows)
         for part, gamma, beta, bn in zip(parts, gammas, betas, norms):
-            z = part.contiguous().reshape(part.shape[0], B, -1)
+            z = _memory(part, rows)
             mean, invstd = _batch_statistics(z, part.shape[2], bn)
             a = gamma.detach() * invstd
             fused = ((part.shape[2],) + hw, pool, 1.0 / pool ** 2)
             lif_cpu.lif_scan_train(z.numpy(), T, decay, gain, leak, threshold, threads, fused,
                                    (a.numpy(), (beta.detach() - mean * a).numpy()), into=(out, membrane, m0))
             saved.append((z, mean, invstd, a, m0, fused, part.shape))
-            m0 += z.shape[2]
+            m0 += part.shape[2] if rows else z.shape[2]
         ctx.save_for_backward(torch.from_numpy(membrane))
-        ctx.parts, ctx.summed = saved, static
+        ctx.parts, ctx.summed, ctx.rows = saved, static, rows
         ctx.args = (decay, gain, threshold, slope, threads)
-        shape = (T, B, M // size) + tuple(n // pool for n in hw)
-        return torch.from_numpy(out).view(shape)
+        return _tensor(out, (T, B, C) + tuple(n // pool for n in hw), rows)
 
     @staticmethod
     def backward(ctx, grad_out):
         from . import lif_cpu
         (membrane,) = ctx.saved_tensors
         decay, gain, threshold, slope, threads = ctx.args
-        g = grad_out.contiguous().reshape(grad_out.shape[0], grad_out.shape[1], -1).numpy()
+        g = _memory(grad_out, ctx.rows).numpy()
         grads, dgammas, dbetas = [], [], []
         for z, mean, invstd, a, m0, fused, shape in ctx.parts:
             # BatchNorm's backward, y = a (z - mean) + beta with a = gamma invstd: the loop gives
@@ -191,7 +223,7 @@ class _CompiledNormalisedScan(torch.autograd.Function):
             # dL/dgamma = invstd S_x and dL/dbeta = S_g
             grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
                                                    fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()),
-                                                   part=(m0, z.shape[2]))
+                                                   part=(m0, z.shape[-1] if ctx.rows else z.shape[2]))
             n = z.numel() / len(mean)
             s_g, s_x = torch.from_numpy(sums[:, 0]), torch.from_numpy(sums[:, 1])
             a64, inv64, mean64 = a.double(), invstd.double(), mean.double()
@@ -199,14 +231,15 @@ class _CompiledNormalisedScan(torch.autograd.Function):
             coef_1 = -a64 * s_g / n - mean64 * coef_x
             lif_cpu.normalise_backward(grad, z.numpy(), a.numpy(), coef_x.float().numpy(),
                                        coef_1.float().numpy(), threads)
-            grads.append(torch.from_numpy(grad).view(shape))
+            grads.append(_tensor(grad, (grad.shape[0],) + tuple(shape[1:]), ctx.rows))
             dgammas.append((inv64 * s_x).float())
             dbetas.append(s_g.float())
         return (None, None, None, None, None, *grads, *dgammas, *dbetas)
 
 
 def _batch_statistics(z: torch.Tensor, channels: int, bn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, channels * H*W), the
+    """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, channels * H*W), or of
+    channels-last rows (rows, B, H*W, channels), the
     statistics BatchNorm2d ``bn`` normalises with in training (computed in one pass,
     lif_cpu.channel_statistics), and its running statistics updated as it updates them."""
     from . import lif_cpu

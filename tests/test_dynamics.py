@@ -251,3 +251,68 @@ def test_normalised_scan_equals_batchnorm_then_scan(static, k, parts, size):
         assert int(bn_f.num_batches_tracked) == 1
     for got, want in pairs:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def _channels_last_copy(x: torch.Tensor) -> torch.Tensor:
+    """The same (n, B, C, H, W) values lying in memory as channels-last rows."""
+    return x.detach().permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+@pytest.mark.parametrize("static, k", [(False, 1), (False, 2), (True, 2), (True, 1), (False, 4)])
+def test_channels_last_scan_equals_nchw(static, k):
+    """A channels-last current (what oneDNN's convolutions return for channels-last input)
+    runs the loops on rows: the same spikes and the same gradient, bit for bit, as the
+    NCHW loops, and the spikes come back channels-last."""
+    lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
+    c = lif.coefficients("cpu")
+    torch.manual_seed(3)
+    T, B, C, H, W = 4, 3, 6, 8, 12
+    base = torch.randn(1 if static else T, B, C, H, W) * 2 + 0.5
+    weights = torch.randn(T, B, C, H // k, W // k)
+    results = []
+    for x0 in (base, _channels_last_copy(base)):
+        x = x0.clone().requires_grad_(True) if x0.is_contiguous() else _channels_last_copy(x0).requires_grad_(True)
+        y = (dynamics.lif_scan_pooled(x, c, lif.surrogate_slope, k, T) if k > 1
+             else dynamics.lif_scan(x, c, lif.surrogate_slope, timesteps=T))
+        (y * weights).sum().backward()
+        results.append((y, x.grad, dynamics._channels_last(x)))
+    (y_nchw, g_nchw, _), (y_rows, g_rows, rows) = results
+    assert rows and dynamics._channels_last(y_rows) and dynamics._channels_last(g_rows)
+    assert 0 < float((y_nchw > 0).float().mean()) < 1 and float(g_nchw.abs().max()) > 0.1
+    assert torch.equal(y_rows, y_nchw)
+    assert torch.equal(g_rows, g_nchw)
+
+
+@pytest.mark.parametrize("static, k, widths", [(False, 1, [5]), (False, 2, [3, 4]), (True, 2, [5]), (True, 1, [3, 4])])
+def test_channels_last_normalised_scan_equals_nchw(static, k, widths):
+    """The BatchNorm'd loops on channels-last rows (parts = columns of each row) against
+    the NCHW loops: the same spikes bit for bit; gradients and running statistics to
+    float32 rounding (the per-channel sums run down the columns, in float64)."""
+    lif = LIF(beta=0.9, threshold=1.0, surrogate_slope=2.0)
+    c = lif.coefficients("cpu")
+    torch.manual_seed(4)
+    T, B, H, W = 4, 5, 8, 8
+    C = sum(widths)
+    z0 = [torch.randn(1 if static else T, B, w, H, W) * 2 + 0.5 for w in widths]
+    weights = torch.randn(T, B, C, H // k, W // k)
+    runs = {}
+    for layout in ("nchw", "rows"):
+        norms = [torch.nn.BatchNorm2d(w) for w in widths]
+        for i, bn in enumerate(norms):
+            with torch.no_grad():
+                bn.weight.copy_(torch.linspace(0.5, 1.5, bn.num_features) + i)
+                bn.bias.copy_(torch.linspace(-0.2, 0.6, bn.num_features) - i)
+        z = [(t.clone() if layout == "nchw" else _channels_last_copy(t)).requires_grad_(True) for t in z0]
+        y = dynamics.lif_scan_normalised(z, norms, c, lif.surrogate_slope, k, T)
+        (y * weights).sum().backward()
+        runs[layout] = (y, z, norms)
+    (y_n, z_n, bn_n), (y_r, z_r, bn_r) = runs["nchw"], runs["rows"]
+    assert dynamics._channels_last(y_r) and all(dynamics._channels_last(t.grad) for t in z_r)
+    assert 0 < float((y_n > 0).float().mean()) < 1
+    assert torch.equal(y_r, y_n)
+    pairs = [(a.grad, b.grad) for a, b in zip(z_r, z_n)]
+    for a, b in zip(bn_r, bn_n):
+        pairs += [(a.weight.grad, b.weight.grad), (a.bias.grad, b.bias.grad), (a.running_mean, b.running_mean),
+                  (a.running_var, b.running_var)]
+    for got, want in pairs:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))

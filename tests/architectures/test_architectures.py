@@ -222,22 +222,23 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
     fused = layers.fuse_populations(model.features)
     assert sum(isinstance(m, layers.FusedPopulation) for m in fused.modules()) == populations
 
-    def run(body):
+    def run(body, inputs):
         model.zero_grad()
         model._set_time(x.shape[0])
-        loss = F.cross_entropy(body(x).reshape(model.timesteps, x.shape[0], -1).sum(0), y)
+        loss = F.cross_entropy(body(inputs).reshape(model.timesteps, x.shape[0], -1).sum(0), y)
         loss.backward()
         grads = [p.grad.flatten() for n, p in model.named_parameters() if not n.endswith("conv.bias")]
         return loss.item(), torch.cat(grads)      # (a conv bias before BatchNorm has no gradient but noise)
     keys = set(model.state_dict())
-    loss_plain, g_plain = run(model.features)
+    # the layers as body feeds them in training (channels-last, so the convolutions round alike)
+    loss_plain, g_plain = run(model.features, x.contiguous(memory_format=torch.channels_last))
     with monkeypatch.context() as m:              # pooling fused, BatchNorm not: exact
         m.setattr(layers, "_sources", lambda node, modules: None)
-        loss_pooled, g_pooled = run(model.body)
+        loss_pooled, g_pooled = run(model.body, x)
     assert loss_pooled == loss_plain and torch.equal(g_pooled, g_plain)
     # BatchNorm fused too: each population against its own modules on the same input
     model.__dict__.pop("_training_features")
-    flips, spikes = [], []
+    flips, spikes, layouts = [], [], []
 
     def against_modules(population, inputs, out):
         x = inputs[0]
@@ -248,6 +249,7 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
         ref = population.pool(ref) if population.pool is not None else ref
         flips.append(int((ref != out).sum()))
         spikes.append(out.numel())
+        layouts.append(out.dim() != 4 or out.is_contiguous(memory_format=torch.channels_last))
     with torch.no_grad():
         model._set_time(x.shape[0])
         model.body(x)
@@ -256,8 +258,26 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
                 m.register_forward_hook(against_modules)
         model.body(x)
     assert len(flips) == populations and sum(flips) <= 1e-5 * sum(spikes)
+    assert all(layouts)                           # training runs the layers channels-last throughout
     assert set(model.state_dict()) == keys
     first = model.__dict__["_training_features"][1]
     model.features[1] = type(model.features[1])(0.5)           # a module swapped: the fusion is rebuilt
     model.body(x)
     assert model.__dict__["_training_features"][1] is not first
+
+
+def test_channel_shuffle_keeps_a_channels_last_layout():
+    """Training feeds the layers channels-last; the shuffle gives the same values and
+    gradient either way, and keeps channels-last (an NCHW copy would make the next
+    convolution take the slower NCHW path)."""
+    from neurodeploy.architectures.layers import channel_shuffle
+    torch.manual_seed(5)
+    x = torch.randn(3, 12, 5, 7, requires_grad=True)
+    x_rows = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    g = torch.randn(3, 12, 5, 7)
+    y, y_rows = channel_shuffle(x, 3), channel_shuffle(x_rows, 3)
+    assert torch.equal(y, y_rows) and not torch.equal(y, x)
+    assert y.is_contiguous() and y_rows.is_contiguous(memory_format=torch.channels_last)
+    y.backward(g)
+    y_rows.backward(g)
+    assert torch.equal(x.grad, x_rows.grad)
