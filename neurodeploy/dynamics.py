@@ -107,8 +107,9 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 
 def _memory(x: torch.Tensor, rows: bool) -> torch.Tensor:
-    """x (n, B, C, H, W) as the lif_cpu loops read it: (n, B, C*H*W) in NCHW order or, with
-    ``rows``, (n, B, H*W, C) channels-last rows (a view when x lies so)."""
+    """x (n, B, ...) as the lif_cpu loops read it: (n, B, M) in memory order (NCHW for a
+    conv population) or, with ``rows``, x (n, B, C, H, W) as (n, B, H*W, C) channels-last
+    rows (views when x lies so)."""
     n, B = x.shape[:2]
     if rows:
         return x.permute(0, 1, 3, 4, 2).contiguous().reshape(n, B, -1, x.shape[2])
@@ -116,7 +117,7 @@ def _memory(x: torch.Tensor, rows: bool) -> torch.Tensor:
 
 
 def _tensor(a: np.ndarray, shape: tuple, rows: bool) -> torch.Tensor:
-    """The inverse of _memory: array ``a`` as the (n, B, C, H, W) tensor ``shape``."""
+    """The inverse of _memory: array ``a`` as a tensor of ``shape`` (n, B, ...)."""
     t = torch.from_numpy(a)
     if rows:
         n, B, C = shape[:3]
@@ -135,12 +136,12 @@ class _CompiledLIFScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, c: LIFCoefficients, slope: float, pool: int = 1, timesteps: int | None = None):
         from . import lif_cpu
-        T, B = (timesteps or current.shape[0]), current.shape[1]
+        T = timesteps or current.shape[0]
         expanded = current.shape[0] > 1 and current.stride(0) == 0     # a static input expanded over T
         static = expanded or current.shape[0] < T                      # ... or given once, (1, B, ...)
         given = current[:1] if static else current
         rows = _channels_last(given)                                   # channels-last: the loops on rows
-        flat = _memory(given, rows) if rows else given.contiguous().reshape(given.shape[0], B, -1)
+        flat = _memory(given, rows)
         decay, gain, leak, threshold = (float(t) for t in (c.decay, c.gain, c.leak, c.threshold))
         threads = torch.get_num_threads()
         fused = (tuple(current.shape[2:]), pool, 1.0 / pool ** 2) if pool > 1 else None
@@ -151,21 +152,18 @@ class _CompiledLIFScan(torch.autograd.Function):
         ctx.args = (decay, gain, threshold, slope, threads, fused)
         shape = (T,) + current.shape[1:]
         shape = shape if pool == 1 else shape[:3] + tuple(n // pool for n in shape[3:])
-        return _tensor(out, shape, rows) if rows else torch.from_numpy(out).view(shape)
+        return _tensor(out, shape, rows)
 
     @staticmethod
     def backward(ctx, grad_out):
         from . import lif_cpu
         (membrane,) = ctx.saved_tensors
         decay, gain, threshold, slope, threads, fused = ctx.args
-        T, B = membrane.shape[:2]
-        g = _memory(grad_out, True) if ctx.rows else grad_out.contiguous().reshape(T, B, -1)
+        g = _memory(grad_out, ctx.rows)
         grad = lif_cpu.lif_scan_backward(g.numpy(), membrane.numpy(), decay, gain, threshold, slope, threads, fused,
                                          summed=ctx.summed)
         # an expanded static current gets (T, B, ...): expand()'s backward sums it over T
-        if ctx.rows:
-            return _tensor(grad, (grad.shape[0],) + tuple(ctx.shape[1:]), True), None, None, None, None
-        return torch.from_numpy(grad).view(ctx.shape), None, None, None, None
+        return _tensor(grad, ctx.shape, ctx.rows), None, None, None, None
 
 
 class _CompiledNormalisedScan(torch.autograd.Function):
