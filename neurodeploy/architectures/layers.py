@@ -187,7 +187,7 @@ class FusedPopulation(nn.Module):
     def forward(self, x):
         lif, k = self.lif, _window(self.pool) if self.pool is not None else 1
         if self._normalise_here(x):
-            parts = [lif.current(s.conv(x)) for s in self.sources]     # a concatenation, never built
+            parts = [lif.current(_as_trained(s.conv(x))) for s in self.sources]   # a concatenation, never built
             lif.population_shape = (sum(p.shape[2] for p in parts),) + tuple(parts[0].shape[3:])
             y = dynamics.lif_scan_normalised(parts, [s.bn for s in self.sources], lif.coefficients(x.device),
                                              lif.surrogate_slope, k, lif.timesteps)
@@ -308,9 +308,9 @@ class ConvBN(nn.Module):
         c = self.conv
         if self.training and self.loihi_step is not None:   # Loihi-aware fine-tuning
             w, b = self.folded()
-            return F.conv2d(x, to_grid(w, self.loihi_step), b, c.stride, c.padding, c.dilation, c.groups)
+            return _as_trained(F.conv2d(x, to_grid(w, self.loihi_step), b, c.stride, c.padding, c.dilation, c.groups))
         if self.training or not self.snap:
-            y = self.conv(x)
+            y = _as_trained(self.conv(x)) if self.training else self.conv(x)
             return self.bn(y) if self.bn is not None else y
         w, b = self.deployed_parameters()
         return F.conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups)
@@ -366,6 +366,16 @@ class SqueezeExcite(nn.Module):
 # the zoo's spiking twins (25 % less per step for the MixNet and Xception CNN twins), and
 # the LIF loops run on those rows as they lie (dynamics._channels_last).
 _CHANNELS_LAST_TRAINING = True
+
+
+def _as_trained(y: torch.Tensor) -> torch.Tensor:
+    """A conv output in training on CPU, channels-last. A 1-channel input (mnist5k) is
+    NCHW and channels-last at once, and oneDNN then returns NCHW: converting here once
+    keeps the layers after it channels-last."""
+    if (_CHANNELS_LAST_TRAINING and y.dim() == 4 and y.device.type == "cpu" and y.shape[1] > 1
+            and y.shape[2] * y.shape[3] > 1 and not y.is_contiguous(memory_format=torch.channels_last)):
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
 
 TRACE_LEAVES = (ConvBN, LinearOut, LIF, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, SqueezeExcite, nn.ReLU,
                 nn.Identity, nn.AdaptiveAvgPool2d, nn.Sigmoid, nn.SiLU)

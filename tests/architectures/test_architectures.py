@@ -283,13 +283,15 @@ def test_channel_shuffle_keeps_a_channels_last_layout():
     assert torch.equal(x.grad, x_rows.grad)
 
 
-@pytest.mark.parametrize("twin", ["snn", "cnn"])
-def test_training_on_cpu_feeds_the_layers_channels_last(twin):
+@pytest.mark.parametrize("twin, channels", [("snn", 3), ("cnn", 3), ("snn", 1), ("cnn", 1)])
+def test_training_on_cpu_feeds_the_layers_channels_last(twin, channels):
     """Training on CPU runs the convolutions on channels-last activations (faster in
-    oneDNN); evaluation, which the exported graph is checked against, stays NCHW."""
+    oneDNN), also after a 1-channel input (NCHW and channels-last at once, for which
+    oneDNN returns NCHW); evaluation, which the exported graph is checked against, stays
+    NCHW."""
     torch.manual_seed(0)
-    model = build("mixnet", twin, in_channels=3)
-    first = next(m for m in model.features.modules() if isinstance(m, ConvBN))
+    model = build("mixnet", twin, in_channels=channels)
+    first = [m for m in model.features.modules() if isinstance(m, ConvBN)][1]    # the one after the stem
     seen = []
 
     def record(m, inputs):
@@ -297,11 +299,11 @@ def test_training_on_cpu_feeds_the_layers_channels_last(twin):
     first.conv.register_forward_pre_hook(record)    # training (a fused population calls the conv itself)
     first.register_forward_pre_hook(record)         # evaluation (the deployed, folded parameters)
     model.train()
-    model(torch.randn(2, 3, 32, 32))
+    model(torch.randn(2, channels, 32, 32))
     seen_training = list(seen)
     seen.clear()
     model.eval()
     with torch.no_grad():
-        model(torch.randn(2, 3, 32, 32))
+        model(torch.randn(2, channels, 32, 32))
     assert seen_training and all(seen_training)
     assert seen and not any(seen)
