@@ -192,7 +192,7 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         else:
             out = np.empty((T, B, C * size // pool ** 2), np.float32)
             membrane = np.empty((T, B, C * size), np.float32)
-        saved, m0 = [], 0           # m0: the part's first neuron (NCHW) or first channel (rows)
+        saved, m0 = [], 0   # the part's first neuron (NCHW) or channel (rows): z's last axis counts them
         for part, gamma, beta, bn in zip(parts, gammas, betas, norms):
             z = _memory(part, rows)
             mean, invstd = _batch_statistics(z, part.shape[2], bn)
@@ -201,7 +201,7 @@ class _CompiledNormalisedScan(torch.autograd.Function):
             lif_cpu.lif_scan_train(z.numpy(), T, decay, gain, leak, threshold, threads, fused,
                                    (a.numpy(), (beta.detach() - mean * a).numpy()), into=(out, membrane, m0))
             saved.append((z, mean, invstd, a, m0, fused, part.shape))
-            m0 += part.shape[2] if rows else z.shape[2]
+            m0 += z.shape[-1]
         ctx.save_for_backward(torch.from_numpy(membrane))
         ctx.parts, ctx.summed, ctx.rows = saved, static, rows
         ctx.args = (decay, gain, threshold, slope, threads)
@@ -221,7 +221,7 @@ class _CompiledNormalisedScan(torch.autograd.Function):
             # dL/dgamma = invstd S_x and dL/dbeta = S_g
             grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
                                                    fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()),
-                                                   part=(m0, z.shape[-1] if ctx.rows else z.shape[2]))
+                                                   part=(m0, z.shape[-1]))
             n = z.numel() / len(mean)
             s_g, s_x = torch.from_numpy(sums[:, 0]), torch.from_numpy(sums[:, 1])
             a64, inv64, mean64 = a.double(), invstd.double(), mean.double()
@@ -229,7 +229,7 @@ class _CompiledNormalisedScan(torch.autograd.Function):
             coef_1 = -a64 * s_g / n - mean64 * coef_x
             lif_cpu.normalise_backward(grad, z.numpy(), a.numpy(), coef_x.float().numpy(),
                                        coef_1.float().numpy(), threads)
-            grads.append(_tensor(grad, (grad.shape[0],) + tuple(shape[1:]), ctx.rows))
+            grads.append(_tensor(grad, shape, ctx.rows))
             dgammas.append((inv64 * s_x).float())
             dbetas.append(s_g.float())
         return (None, None, None, None, None, *grads, *dgammas, *dbetas)
@@ -237,9 +237,9 @@ class _CompiledNormalisedScan(torch.autograd.Function):
 
 def _batch_statistics(z: torch.Tensor, channels: int, bn) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, channels * H*W), or of
-    channels-last rows (rows, B, H*W, channels), the
-    statistics BatchNorm2d ``bn`` normalises with in training (computed in one pass,
-    lif_cpu.channel_statistics), and its running statistics updated as it updates them."""
+    channels-last rows (rows, B, H*W, channels): the statistics BatchNorm2d ``bn``
+    normalises with in training (computed in one pass, lif_cpu.channel_statistics), and
+    its running statistics updated as it updates them."""
     from . import lif_cpu
     with torch.no_grad():
         mean, var = (torch.from_numpy(v).float()
