@@ -360,7 +360,6 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
 
 
-# What torch.fx traces stop at (the NIR export's nodes and the fusion pass's)
 # Training on CPU feeds the layers channels-last: oneDNN's convolutions (and their
 # backward passes) take 12-43 % less time on channels-last activations than on NCHW for
 # the zoo's spiking twins (25 % less per step for the MixNet and Xception CNN twins), and
@@ -377,6 +376,8 @@ def _as_trained(y: torch.Tensor) -> torch.Tensor:
         return y.contiguous(memory_format=torch.channels_last)
     return y
 
+
+# What torch.fx traces stop at (the NIR export's nodes and the fusion pass's)
 TRACE_LEAVES = (ConvBN, LinearOut, LIF, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, SqueezeExcite, nn.ReLU,
                 nn.Identity, nn.AdaptiveAvgPool2d, nn.Sigmoid, nn.SiLU)
 
