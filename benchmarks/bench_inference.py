@@ -78,13 +78,16 @@ def snntorch_twin(model, timesteps):
 
 
 def timeit(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    """Best of ``repeats`` calls of fn after one warm-up, waiting for queued GPU work."""
+    def call():
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
         times.append(time.perf_counter() - t0)
     return min(times)
 

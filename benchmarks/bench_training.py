@@ -17,12 +17,11 @@ import neurodeploy  # noqa: F401  (first: its process settings apply before torc
 
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
 
-from bench_inference import calibrated, step_loop, with_leaky
+from bench_inference import calibrated, step_loop, timeit, with_leaky
 from contenders import omp_policy, race
 
 
@@ -41,17 +40,7 @@ def step_time(params, forward, x, y, repeats):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    step()
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        if x.is_cuda:   # the step's kernels are queued; wait for them
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return timeit(step, repeats)
 
 
 def contender_step(worker, name, batch, timesteps, device="cpu"):
