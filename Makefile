@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 ND      = $(VENV)/bin/neurodeploy
 OUT    ?= out
 
-.PHONY: env lava demo test test-fast zoo bench clean
+.PHONY: env lava demo test test-fast install-check zoo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ test: lava
 
 test-fast: env
 	$(PY) -m pytest -q -m "not slow and not lava"
+
+# The package as users get it: `pip install .` (not editable) into a fresh venv, then the
+# commands run from outside the checkout (CI runs this after the tests).
+INSTALL_CHECK ?= /tmp/neurodeploy-install-check
+install-check:
+	rm -rf $(INSTALL_CHECK) && $(PYTHON) -m venv $(INSTALL_CHECK)/venv
+	$(INSTALL_CHECK)/venv/bin/python -m pip install --quiet "torch==2.13.0" || \
+		$(INSTALL_CHECK)/venv/bin/python -m pip install --quiet "torch>=2.3,<3"
+	$(INSTALL_CHECK)/venv/bin/python -m pip install --quiet .
+	cd $(INSTALL_CHECK) && env -u NEURODEPLOY_ZOO venv/bin/neurodeploy --version
+	cd $(INSTALL_CHECK) && venv/bin/neurodeploy targets
+	cd $(INSTALL_CHECK) && venv/bin/neurodeploy models
+	cd $(INSTALL_CHECK) && venv/bin/neurodeploy export --model pruned_squeezenet -o p.nir
+	cd $(INSTALL_CHECK) && venv/bin/neurodeploy energy p.nir --targets cmos45nm,loihi --samples 8
+	rm -rf $(INSTALL_CHECK)
 
 # Re-train the committed zoo (every model, both twins, the recipes in neurodeploy/zoo.py).
 zoo: env

@@ -20,7 +20,9 @@ batch 64, T=8, 3x32x32 input, no grad.
 """
 from __future__ import annotations
 
-import neurodeploy  # noqa: F401  (first: its process settings apply before torch loads)
+from neurodeploy.kernels import process  # first: the settings the command runs with apply before torch loads
+
+process.tune_for_cpu()   # snnTorch's processes get NEURODEPLOY_PASSIVE_OPENMP=0 (contenders.py)
 
 import argparse
 import copy
@@ -99,12 +101,12 @@ def contender_run(worker, name, batch, timesteps, device):
     torch.manual_seed(1)
     x = torch.randn(batch, 3, 32, 32)
     if worker == "snntorch":
-        from neurodeploy.host_memory import reuse_freed_memory
+        from neurodeploy.kernels.host_memory import reuse_freed_memory
         reuse_freed_memory()     # snnTorch gets neurodeploy's malloc setting too: it speeds it up
         snn_run, xd = snntorch_twin(model.to(device), timesteps), x.to(device)
         return lambda: snn_run(xd)
     from neurodeploy.backends import torch as backend
-    from neurodeploy.graph.export import export
+    from neurodeploy.exporters.lowering import export
     program = backend.compile(export(model, (3, 32, 32)), device=device)
     xn = x.numpy()
     return lambda: program.run(xn, timesteps, batch_size=batch, count=worker == "ours")
@@ -115,7 +117,7 @@ WORKERS = {"ours": "ours", "ours_no_counters": "ours", "snntorch": "snntorch"}
 
 def bench_model(name, batch, timesteps, device, repeats, rounds):
     from neurodeploy.backends import torch as backend
-    from neurodeploy.graph.export import export
+    from neurodeploy.exporters.lowering import export
     model = calibrated(name)
     model.timesteps = timesteps
     graph = export(model, (3, 32, 32))

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nir  # noqa: E402
 
 from neurodeploy.backends import lava  # noqa: E402
-from neurodeploy.graph.io import write_graph  # noqa: E402
-from neurodeploy.graph.metadata import GraphConventions, with_conventions  # noqa: E402
+from neurodeploy.ir.io import write_graph  # noqa: E402
+from neurodeploy.ir.conventions import GraphConventions, with_conventions  # noqa: E402
 
 
 def network(path: Path, timesteps: int, seed: int = 0) -> Path:

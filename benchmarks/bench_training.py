@@ -13,7 +13,9 @@ process, as its users would run it (see contenders.py), alternating over ``--rou
 """
 from __future__ import annotations
 
-import neurodeploy  # noqa: F401  (first: its process settings apply before torch loads)
+from neurodeploy.kernels import process  # first: the settings the command runs with apply before torch loads
+
+process.tune_for_cpu()   # snnTorch's processes get NEURODEPLOY_PASSIVE_OPENMP=0 (contenders.py)
 
 import argparse
 import json
@@ -51,7 +53,7 @@ def contender_step(worker, name, batch, timesteps, device="cpu"):
     torch.manual_seed(1)
     x, y = torch.randn(batch, 3, 32, 32).to(device), torch.randint(0, 10, (batch,)).to(device)
     if worker == "snntorch":
-        from neurodeploy.host_memory import reuse_freed_memory
+        from neurodeploy.kernels.host_memory import reuse_freed_memory
         reuse_freed_memory()     # snnTorch gets neurodeploy's malloc setting too
         net, snn_forward = snntorch_train_twin(model, timesteps)
         net.train()

@@ -1,15 +1,15 @@
 """Time each contender in its own fresh Python process, alternating, best of the rounds.
 
 Why processes: the contenders want different process-wide settings, fixed when torch
-loads. neurodeploy runs with OMP_WAIT_POLICY=PASSIVE (see neurodeploy/host_threads.py),
+loads. neurodeploy runs with OMP_WAIT_POLICY=PASSIVE (see neurodeploy/kernels/process.py),
 which speeds its compiled loops up and slows snnTorch's many small ops down; the
 alternative a user would otherwise pick is snnTorch with the OpenMP defaults. So
 each contender runs in a process configured as its users would run it:
 
-* ours: ``import neurodeploy`` first (PASSIVE unless the shell set a policy);
+* ours: ``process.tune_for_cpu()`` first, as the command does (PASSIVE unless the shell set a policy);
 * snnTorch: ``NEURODEPLOY_PASSIVE_OPENMP=0`` (the OpenMP defaults, or the shell's).
   Its best settings otherwise: the benchmarks give it neurodeploy's malloc setting
-  (neurodeploy/host_memory.py), which speeds it up too.
+  (neurodeploy/kernels/host_memory.py), which speeds it up too.
 
 The rounds alternate the contenders (A B A B ...), so slow drifts of the machine
 load hit both alike; each process warms up, times ``--repeats`` calls and reports
@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 
-from neurodeploy import host_threads
+from neurodeploy.kernels import host_threads
 
 
 def contender_env(contender: str) -> dict:

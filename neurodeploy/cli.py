@@ -30,9 +30,21 @@ out = Console(width=None if sys.stdout.isatty() else 140)
 STATE = {"debug": False}
 
 
+def _version(value: bool):
+    if value:
+        from . import __version__
+        out.print(f"neurodeploy {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
     STATE["debug"] = debug
+    # the command's own process: the CPU settings the compiled loops run best with (before torch loads)
+    from .kernels.process import tune_for_cpu
+    tune_for_cpu()
 
 
 class _StatusColumn(ProgressColumn):
@@ -84,7 +96,7 @@ def _csv(value: Optional[str]) -> List[str]:
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """List the model zoo: family, classes, input, parameters, MACs, checkpoints, accuracy."""
-    from . import zoo
+    from .training import zoo
     rows = zoo.listing()
 
     def render(o):
@@ -100,23 +112,31 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 @app.command()
 def targets(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """List deployment targets, their constants' sources, and whether each runtime is installed."""
-    from . import energy
+    """List hardware targets (energy constants, with sources) and the backends that run graphs."""
+    from . import backends
     from .backends.lava import runtime
+    from .measure import energy
     lava = runtime.runtime_status()
-    rows = []
+    hardware = []
     for name in energy.target_names():
         t = energy.load_target(name)
-        if t.backend == "lava":
-            available, where = lava["installed"], lava.get("path") if lava["installed"] else lava.get("reason")
-        else:
-            available, where = True, "torch reference backend (this environment)"
-        rows.append({"name": name, "description": t.description, "backend": t.backend, "kind": t.kind,
-                     "runtime_available": available, "runtime": where})
-    emit({"targets": rows, "lava_runtime": lava}, as_json,
-         lambda o: _table("targets", ["name", "backend", "kind", "runtime ok", "runtime / description"],
-                          [[r["name"], r["backend"], r["kind"], "yes" if r["runtime_available"] else "no",
-                            r["runtime"] if r["backend"] == "lava" else r["description"]] for r in o["targets"]]))
+        hardware.append({"name": name, "description": t.description, "kind": t.kind, "backend": t.backend})
+    runners = []
+    for b in backends.BACKENDS.values():
+        needs_lava = b.module.endswith(".lava")
+        runners.append({"name": b.name, "description": b.description,
+                        "runtime_available": lava["installed"] if needs_lava else True,
+                        "runtime": (lava.get("path") if lava["installed"] else lava.get("reason")) if needs_lava
+                        else "this environment"})
+
+    def render(o):
+        _table("hardware targets (energy --targets)", ["name", "kind", "counts from", "description"],
+               [[r["name"], r["kind"], r["backend"], r["description"]] for r in o["targets"]])
+        _table("backends (run --target, validate --targets)", ["name", "runtime ok", "description / runtime"],
+               [[r["name"], "yes" if r["runtime_available"] else "no",
+                 r["description"] if r["runtime"] == "this environment" else f"{r['description']}; {r['runtime']}"]
+                for r in o["backends"]])
+    emit({"targets": hardware, "backends": runners, "lava_runtime": lava}, as_json, render)
 
 
 @setup_app.command("lava")
@@ -154,10 +174,10 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
           output: Path = typer.Option(None, "-o", "--output", help="Output folder (default: models/NAME in the zoo)."),
           as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON.")):
     """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card."""
-    from . import zoo
+    from .training import zoo
     from .architectures import check_name
-    from .data import get_info
-    from .train import TrainConfig, train as run_training
+    from .training.data import get_info
+    from .training.train import TrainConfig, train as run_training
     check_name(model)
     get_info(dataset)
     arguments = {"fires": [int(f) for f in _csv(fires)]} if fires else {}
@@ -178,9 +198,9 @@ def train_zoo(models_: Optional[str] = typer.Option(None, "--models", help="Comm
               twins: str = typer.Option("snn,cnn", help="Which twins to train."),
               device: str = typer.Option("auto", help="auto, cpu or cuda.")):
     """Re-train the committed zoo on mnist5k with the recorded recipes (both twins of every model)."""
-    from . import zoo
+    from .training import zoo
     from .architectures import check_name
-    from .train import train as run_training
+    from .training.train import train as run_training
     names = [check_name(n) for n in _csv(models_)] or list(zoo.RECIPES)
     with progress_bar() as p:
         for name in names:
@@ -203,7 +223,7 @@ def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model t
           output: Path = typer.Option(Path("pruned"), "-o", "--output", help="Output folder."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Remove Fire modules (SqueezeNet) or L1-smallest channels, fine-tune, report before/after."""
-    from . import prune as pruning
+    from .training import prune as pruning
     if (keep_fires is None) == (channel_ratio is None):
         raise NeurodeployError("give exactly one of --keep-fires (SqueezeNet) or --channel-ratio")
     with progress_bar() as p:
@@ -230,7 +250,7 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
                                                                                     "(default: the trained T)."),
            as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON.")):
     """Export a trained spiking network to NIR (exact lowering), ONNX or Lava-DL netx."""
-    from . import checkpoint, zoo
+    from .training import checkpoint, zoo
     from .architectures import check_name
     if checkpoint_path is None:
         if model is None:
@@ -238,24 +258,23 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
         check_name(model)
         checkpoint_path = zoo.checkpoint_path(model, twin if fmt == "onnx" else "snn")
         if not checkpoint_path.exists():
-            raise NeurodeployError(f"the zoo has no trained checkpoint {checkpoint_path}; train it with "
-                                   f"`neurodeploy train --model {model}`")
+            raise NeurodeployError(zoo.missing_checkpoint(model, twin if fmt == "onnx" else "snn"))
     net = checkpoint.load(checkpoint_path, timesteps=timesteps)
     name = model or net.name
     if fmt == "nir":
-        from .graph.export import export_checkpoint_model
-        from .graph.io import write_graph
+        from .exporters.lowering import export_checkpoint_model
+        from .ir.io import write_graph
         output = output or Path(f"{name}.nir")
         graph = export_checkpoint_model(net, checkpoint_path)
         write_graph(output, graph)
-        from .graph.check import summarize
+        from .check import summarize
         summary = {k: v for k, v in summarize(graph).items() if not k.endswith("_table")}
     elif fmt == "onnx":
-        from .graph import onnx_export
+        from .exporters import onnx as onnx_export
         output = output or Path(f"{name}{'' if net.twin.spiking else '_cnn'}.onnx")
         summary = onnx_export.export_onnx(net, output)
     elif fmt == "netx":
-        from .graph.export import export_checkpoint_model
+        from .exporters.lowering import export_checkpoint_model
         from .backends.lava import netx
         output = output or Path(f"{name}.netx.h5")
         summary = netx.write_netx(export_checkpoint_model(net, checkpoint_path), output)
@@ -269,8 +288,8 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
 def check(file: Path = typer.Argument(..., help="A .nir file (ours or any tool's)."),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Load, type-check and lint a NIR graph; say what each target can run."""
-    from .graph.check import check as check_graph
-    from .graph.io import read_graph
+    from .check import check as check_graph
+    from .ir.io import read_graph
     report = check_graph(read_graph(file))
 
     def render(o):
@@ -290,44 +309,36 @@ def check(file: Path = typer.Argument(..., help="A .nir file (ours or any tool's
 
 
 # ----------------------------------------------------------------------------- running
-def _inputs(graph, dataset, input_file, samples, data_dir):
-    """(x, labels or None) from --input or --dataset, shaped for the graph."""
-    import numpy as np
-    from .graph.metadata import conventions_of
-    if input_file is not None:
-        if not input_file.exists():
-            raise NeurodeployError(f"{input_file}: no such input file")
-        try:
-            x = np.load(input_file, allow_pickle=False)
-        except Exception as e:
-            raise NeurodeployError(f"{input_file}: not a .npy array ({type(e).__name__})") from e
-        from .graph.metadata import conventions_of as _conv
-        shape = _conv(graph).input_shape
-        sequence = shape is not None and x.ndim == len(shape) + 2     # (T, N, ...): samples are axis 1
-        if samples:
-            x = x[:, :samples] if sequence else x[:samples]
-        return x, None
-    from . import data
-    conv = conventions_of(graph)
-    shape = conv.input_shape
-    if shape is None:
-        raise NeurodeployError("the graph records no input shape; give --input FILE.npy")
-    x, y = data.load_tensors(dataset or conv.dataset or "mnist5k", "test", shape[-1], data_dir, limit=samples)
-    if x.shape[1] != shape[0]:
-        raise NeurodeployError(f"dataset {dataset} has {x.shape[1]} channels but the graph wants {shape[0]}")
-    return x.numpy(), y.numpy()
+def _load(file, dataset, input_file, labels, samples, data_dir):
+    from .ir.io import read_graph
+    from .measure.inputs import load_inputs
+    graph = read_graph(file)
+    return graph, load_inputs(graph, dataset, input_file, samples, data_dir, labels)
+
+
+def _peak_memory(program) -> int:
+    """Peak GPU memory of a CUDA program, else this process's peak resident memory."""
+    device = getattr(program, "device", None)
+    if device is not None and device.type == "cuda":
+        import torch
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+INPUT_HELP = ".npy inputs: (N, *input) static or (T, N, *input) sequences (instead of a dataset)."
 
 
 @app.command()
 def run(file: Path = typer.Argument(..., help="A .nir file."),
-        target: str = typer.Option("torch", help="torch, lava (Loihi fixed point), lava-netx (fixed point "
-                                                 "as netx feeds input) or lava-float."),
+        target: str = typer.Option("torch", help="Backend: torch, lava (Loihi fixed point), lava-netx (fixed "
+                                                 "point as netx feeds input), lava-float, model or onnx."),
         dataset: Optional[str] = typer.Option(None, help="Dataset to run (default: the graph's, else mnist5k)."),
-        input_file: Optional[Path] = typer.Option(None, "--input", help=".npy inputs: (N, *input) static or "
-                                                                      "(T, N, *input) sequences."),
+        input_file: Optional[Path] = typer.Option(None, "--input", help=INPUT_HELP),
+        labels: Optional[Path] = typer.Option(None, "--labels", help=".npy labels (N,) for --input: accuracy."),
         samples: int = typer.Option(256, help="How many test samples."),
         timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
-        batch_size: int = typer.Option(64, help="Batch size (torch)."),
+        batch_size: int = typer.Option(64, help="Batch size."),
         device: str = typer.Option("auto", help="auto, cpu or cuda (torch)."),
         dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
         data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
@@ -336,113 +347,107 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Inference on a dataset or given input: predictions, accuracy, throughput and hardware counters."""
     import numpy as np
-    from .graph.io import file_sha256, read_graph
-    from .train import macro_f1
-    from .validate import predictions, run_target
-    graph = read_graph(file)
-    x, y = _inputs(graph, dataset, input_file, samples, data_dir)
-    if target == "torch":
-        from .backends import torch as torch_backend
-        import torch
-        program = torch_backend.compile(graph, device=device, dt=dt)
-        if program.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        with progress_bar() as p:
-            result = program.run(x, timesteps, batch_size, progress=p)
-        peak = (torch.cuda.max_memory_allocated() if program.device.type == "cuda" else _peak_rss())
-    else:
-        result = run_target(target, graph, file, x, timesteps, batch_size, device)
-        peak = _peak_rss()
+    from . import backends
+    from .fsutil import atomic_output
+    from .ir.io import file_sha256
+    from .measure.compare import predictions
+    from .measure.metrics import macro_f1
+    graph, inputs = _load(file, dataset, input_file, labels, samples, data_dir)
+    program = backends.compile(target, graph, source=file, device=device, dt=dt)
+    with progress_bar() as p:
+        result = program.run(inputs.x, timesteps, batch_size, progress=p)
     result.counters.graph_sha256 = file_sha256(file)
     pred = predictions(result.outputs)
     n = int(result.outputs.shape[1])
-    report = {"file": str(file), "target": target, "samples": n, "timesteps": int(result.outputs.shape[0]),
-              "seconds": round(result.seconds, 3), "samples_per_second": round(n / max(result.seconds, 1e-9), 2),
-              "peak_memory_bytes": int(peak), "predictions": pred.tolist()}
-    if y is not None:
-        report["accuracy"] = float((pred == y).mean())
-        report["macro_f1"] = macro_f1(y, pred, int(result.outputs.shape[-1]))
+    report = {"file": str(file), "target": target, "inputs": inputs.source, "samples": n,
+              "timesteps": int(result.outputs.shape[0]), "seconds": round(result.seconds, 3),
+              "samples_per_second": round(n / max(result.seconds, 1e-9), 2),
+              "peak_memory_bytes": _peak_memory(program), "predictions": pred.tolist()}
+    if inputs.labels is not None:
+        report["accuracy"] = float((pred == inputs.labels).mean())
+        report["macro_f1"] = macro_f1(inputs.labels, pred, int(result.outputs.shape[-1]))
     report["counters"] = result.counters.to_dict()
     if save_output:
-        np.save(save_output, result.outputs)
+        with atomic_output(save_output, suffix=".npy") as tmp:
+            np.save(tmp, result.outputs)
     if save_counts:
-        save_counts.write_text(json.dumps(report["counters"], indent=2))
+        with atomic_output(save_counts, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(report["counters"], indent=2))
 
     def render(o):
         tot = o["counters"]["totals_per_sample"]
         acc = f", accuracy {o['accuracy']:.4f}, macro-F1 {o['macro_f1']:.4f}" if "accuracy" in o else ""
-        out.print(f"{o['samples']} samples x {o['timesteps']} steps on {target}: {o['samples_per_second']:.1f} "
+        out.print(f"{o['inputs']} x {o['timesteps']} steps on {target}: {o['samples_per_second']:.1f} "
                   f"samples/s{acc}")
         out.print(f"per sample: {tot['spikes']:.0f} spikes, {tot['effective_acs'] / 1e6:.3f} M ACs, "
                   f"{tot['effective_macs'] / 1e6:.3f} M MACs, {tot['neuron_updates'] / 1e6:.3f} M neuron updates")
     emit(report, as_json, render)
 
 
-def _peak_rss() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _render_validation(o):
+    rows = []
+    for name, e in o["targets"].items():
+        rows.append([name, f"{e['agreement']:.4f}", e.get("accuracy"), "yes" if e["identical_outputs"] else "no",
+                     f"{e['max_output_difference']:.3g}", e["first_divergent_population"] or "-"])
+    _table(f"validation against {o['reference']} ({o['inputs']})",
+           ["target", "agreement", "accuracy", "identical", "max out diff", "first divergent population"], rows)
+    for name, e in o["targets"].items():
+        if name == o["reference"] or not e["populations"]:
+            continue
+        worst = sorted(e["populations"].items(), key=lambda kv: -kv[1]["relative_difference"])[:5]
+        out.print(f"{name}: largest per-population spike-count differences: " + ", ".join(
+            f"{k} {v['relative_difference']:.2%}" for k, v in worst))
+        w = e.get("weight_quantisation")
+        if w:
+            worst = ("" if w["exact_layers"] == w["layers"] else
+                     f"; worst {w['worst_relative_error']:.2%} of a layer's largest weight ({w['worst_layer']}), "
+                     "--loihi-aware training puts them on it")
+            out.print(f"{name}: 8-bit weights: {w['exact_layers']}/{w['layers']} layers exactly on the grid"
+                      f"{worst}; {w['clipped']} clipped")
+        over = e.get("current_overflows")
+        if over is not None:
+            out.print(f"{name}: 24-bit input currents: " + (
+                "none wrapped" if not over else f"{sum(over.values())} wrapped (" +
+                ", ".join(f"{k} {v}" for k, v in over.items()) + "): the state is too fine for this "
+                "input; target lava-netx (coarser state) avoids it"))
 
 
 @app.command()
 def validate(file: Path = typer.Argument(..., help="A .nir file."),
-             targets_: str = typer.Option("model,torch", "--targets", help="Comma-separated: model, torch, lava, "
-                                                                          "lava-netx, lava-float, onnx. The first is "
-                                                                          "the reference."),
+             targets_: str = typer.Option("model,torch", "--targets", help="Comma-separated backends: model, torch, "
+                                                                          "lava, lava-netx, lava-float, onnx. The "
+                                                                          "first is the reference."),
              samples: int = typer.Option(100, help="How many test samples."),
              dataset: Optional[str] = typer.Option(None, help="Dataset (default: the graph's)."),
-             input_file: Optional[Path] = typer.Option(None, "--input", help=".npy inputs instead of a dataset."),
+             input_file: Optional[Path] = typer.Option(None, "--input", help=INPUT_HELP),
+             labels: Optional[Path] = typer.Option(None, "--labels", help=".npy labels (N,) for --input: accuracy."),
+             timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
+             dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
              batch_size: int = typer.Option(64, help="Batch size."),
              device: str = typer.Option("cpu", help="Device for model/torch (cpu keeps comparisons bit-exact)."),
              min_agreement: float = typer.Option(0.0, help="Exit non-zero if any target's prediction agreement "
                                                           "with the reference is below this (0..1)."),
              data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
              as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """Differential run: prediction agreement and per-population spike differences between targets."""
-    from .graph.io import read_graph
-    from .validate import TARGET_NAMES, compare, run_target
+    """Differential run: prediction agreement and per-population spike differences between backends."""
+    from . import backends
+    from .ir.nodes import POPULATIONS
+    from .ir.topology import flatten_graph
+    from .measure.compare import compare
     names = _csv(targets_)
     for t in names:
-        if t not in TARGET_NAMES:
-            raise NeurodeployError(f"unknown target {t!r}; choose from: {', '.join(TARGET_NAMES)}")
+        backends.get(t)
     if len(names) < 2:
-        raise NeurodeployError("give at least two targets to compare, e.g. --targets model,torch")
-    graph = read_graph(file)
-    x, y = _inputs(graph, dataset, input_file, samples, data_dir)
+        raise NeurodeployError("give at least two backends to compare, e.g. --targets model,torch")
+    graph, inputs = _load(file, dataset, input_file, labels, samples, data_dir)
     results = {}
     for t in names:
-        err.print(f"running {t} on {len(x)} samples ...")
-        results[t] = run_target(t, graph, file, x, None, batch_size, device)
-    from .backends.torch import flatten_graph, NEURONS
-    order = [k for k, v in flatten_graph(graph)[0].items() if isinstance(v, NEURONS)]
-    report = {"file": str(file), **compare(results, y, order)}
-
-    def render(o):
-        rows = []
-        for name, e in o["targets"].items():
-            rows.append([name, f"{e['agreement']:.4f}", e.get("accuracy"), "yes" if e["identical_outputs"] else "no",
-                         f"{e['max_output_difference']:.3g}", e["first_divergent_population"] or "-"])
-        _table(f"validation against {o['reference']} ({o['samples']} samples)",
-               ["target", "agreement", "accuracy", "identical", "max out diff", "first divergent population"], rows)
-        for name, e in o["targets"].items():
-            if name == o["reference"] or not e["populations"]:
-                continue
-            worst = sorted(e["populations"].items(), key=lambda kv: -kv[1]["relative_difference"])[:5]
-            out.print(f"{name}: largest per-population spike-count differences: " + ", ".join(
-                f"{k} {v['relative_difference']:.2%}" for k, v in worst))
-            w = e.get("weight_quantisation")
-            if w:
-                worst = ("" if w["exact_layers"] == w["layers"] else
-                         f"; worst {w['worst_relative_error']:.2%} of a layer's largest weight ({w['worst_layer']}), "
-                         "--loihi-aware training puts them on it")
-                out.print(f"{name}: 8-bit weights: {w['exact_layers']}/{w['layers']} layers exactly on the grid"
-                          f"{worst}; {w['clipped']} clipped")
-            over = e.get("current_overflows")
-            if over is not None:
-                out.print(f"{name}: 24-bit input currents: " + (
-                    "none wrapped" if not over else f"{sum(over.values())} wrapped (" +
-                    ", ".join(f"{k} {v}" for k, v in over.items()) + "): the state is too fine for this "
-                    "input; target lava-netx (coarser state) avoids it"))
-    emit(report, as_json, render)
+        err.print(f"running {t} on {inputs.source} ...")
+        program = backends.compile(t, graph, source=file, device=device, dt=dt)
+        results[t] = program.run(inputs.x, timesteps, batch_size)
+    order = [k for k, v in flatten_graph(graph)[0].items() if isinstance(v, POPULATIONS)]
+    report = {"file": str(file), "inputs": inputs.source, **compare(results, inputs.labels, order)}
+    emit(report, as_json, _render_validation)
     worst = min(e["agreement"] for e in report["targets"].values())
     if worst < min_agreement:
         err.print(f"agreement {worst:.4f} is below --min-agreement {min_agreement}")
@@ -451,29 +456,32 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
 
 @app.command()
 def energy(file: Path = typer.Argument(..., help="A .nir file."),
-           targets_: str = typer.Option("cmos45nm,loihi", "--targets", help="Comma-separated energy targets "
+           targets_: str = typer.Option("cmos45nm,loihi", "--targets", help="Comma-separated hardware targets "
                                                                            "(see `neurodeploy targets`)."),
            dataset: Optional[str] = typer.Option(None, help="Dataset to measure counts on (default: the graph's)."),
+           input_file: Optional[Path] = typer.Option(None, "--input", help=INPUT_HELP),
            samples: int = typer.Option(100, help="How many test samples."),
+           timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
+           dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
            counts: Optional[Path] = typer.Option(None, help="Counters JSON from `run --save-counts` instead of "
                                                             "running."),
-           backend: str = typer.Option("torch", help="Where counts are measured: torch or lava."),
+           backend: str = typer.Option("torch", help="Backend the counts are measured on: torch or lava."),
            device: str = typer.Option("auto", help="auto, cpu or cuda (torch)."),
            data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """Energy per inference per target from measured counts, with the CNN twin beside it."""
-    from . import energy as en
+    """Energy per inference per hardware target from measured counts, with the CNN twin beside it."""
     from .reports.energy_report import energy_report
-    report = energy_report(file, _csv(targets_), dataset=dataset, samples=samples, counts_file=counts,
-                           backend=backend, device=device, data_dir=data_dir,
-                           inputs=lambda g: _inputs(g, dataset, None, samples, data_dir))
-    del en
+    inputs = None
+    if counts is None:
+        _, inputs = _load(file, dataset, input_file, None, samples, data_dir)
+    report = energy_report(file, _csv(targets_), inputs=inputs, counts_file=counts, backend=backend,
+                           device=device, timesteps=timesteps, dt=dt)
 
     def render(o):
         rows = [[t["target"], f"{t['energy_per_inference_j'] * 1e3:.5f}", f"{t['cnn_energy_j'] * 1e3:.5f}",
                  f"{t['cnn_over_snn']:.2f}x", f"{t['memory_aware']['ratio_with_memory']:.2f}x"]
                 for t in o["targets"]]
-        _table(f"energy per inference, {o['samples']} samples of {o['dataset']} ({o['backend']} counts)",
+        _table(f"energy per inference, {o['inputs']} ({o['backend']} counts)",
                ["target", "SNN (mJ)", "CNN twin @45nm (mJ)", "CNN/SNN", "CNN/SNN at 45 nm with memory (Lemaire)"], rows)
         tot = o["counts_per_sample"]
         out.print(f"per sample: {tot['effective_acs'] / 1e6:.3f} M ACs, {tot['effective_macs'] / 1e6:.3f} M MACs, "

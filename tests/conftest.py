@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurodeploy import data
+from neurodeploy.training import data
 
 # two training jobs share this machine: one thread keeps the tests from crowding them
 torch.set_num_threads(1)
@@ -29,7 +29,7 @@ def _small_load_tensors(name, split, input_size=None, data_dir=None, limit=None,
 
 
 def tiny_config(model="mnasnet", **changes):
-    from neurodeploy.train import TrainConfig
+    from neurodeploy.training.train import TrainConfig
     kw = dict(model=model, limit=32, epochs=1, batch_size=16, timesteps=2, input_size=16, device="cpu")
     kw.update(changes)
     return TrainConfig(**kw)
@@ -44,9 +44,9 @@ def small_test_split(monkeypatch):
 def save_untrained(path, name, twin="snn", seed=0, card_extra=None, **config):
     """A checkpoint of an untrained (seeded) network with a card shaped like train()'s."""
     from dataclasses import asdict
-    from neurodeploy import checkpoint
+    from neurodeploy.training import checkpoint
     from neurodeploy.architectures import count_macs, count_parameters
-    from neurodeploy.train import build_from_config
+    from neurodeploy.training.train import build_from_config
     cfg = tiny_config(name, twin=twin, seed=seed, **config)
     torch.manual_seed(seed)
     model = build_from_config(cfg, 10, 1, cfg.input_size).eval()
@@ -65,7 +65,7 @@ def save_untrained(path, name, twin="snn", seed=0, card_extra=None, **config):
 def tiny_zoo(tmp_path_factory):
     """A zoo folder: mnasnet's spiking twin trained for one tiny epoch; mnasnet's CNN twin and
     both mixnet twins untrained (seeded) with cards of the same shape."""
-    from neurodeploy.train import train
+    from neurodeploy.training.train import train
     zoo = tmp_path_factory.mktemp("zoo")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data, "load_tensors", _small_load_tensors)

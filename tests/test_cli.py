@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurodeploy import checkpoint
-from neurodeploy.graph.export import export_checkpoint_model
-from neurodeploy.graph.io import file_sha256, write_graph
+from neurodeploy.training import checkpoint
+from neurodeploy.exporters.lowering import export_checkpoint_model
+from neurodeploy.ir.io import file_sha256, write_graph
 
 EXE = str(Path(sys.executable).parent / "neurodeploy")
 CLASSES = 10
@@ -274,7 +274,7 @@ def test_prune_needs_exactly_one_method(cli, tmp_path):
 def test_check_exit_status_fails_on_type_check(cli, tmp_path):
     """`check` exits 1 when the graph does not type-check (an edge with mismatched shapes)."""
     import nir
-    from neurodeploy.graph.io import write_graph as wg
+    from neurodeploy.ir.io import write_graph as wg
     g = nir.NIRGraph(nodes={"input": nir.Input(np.array([4])), "fc": nir.Affine(np.ones((3, 5)), np.zeros(3)),
                             "output": nir.Output(np.array([3]))},
                      edges=[("input", "fc"), ("fc", "output")], type_check=False)

@@ -23,7 +23,7 @@ order, so the lowered NIR graph (branches written into channel slices and
 summed by fan-in, permutations folded into weights) reproduces the eval-mode
 model bit for bit. The exporter writes exactly these deployed parameters.
 
-Loihi-aware fine-tuning (:mod:`neurodeploy.loihi_aware`) sets ``loihi_step`` on each
+Loihi-aware fine-tuning (:mod:`neurodeploy.training.loihi_aware`) sets ``loihi_step`` on each
 ConvBN / LinearOut: BatchNorm is then frozen and folded in training too, the folded
 weights are rounded to multiples of that power-of-two step (Loihi's 8-bit grid for
 the layer's population) with a straight-through gradient, and the deployed
@@ -40,7 +40,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .. import dynamics
+from ..kernels import dynamics
 
 # Bits of headroom below the weight grid for dyadic pooled inputs: average
 # pooling of spikes over k x k gives multiples of 1/k^2; 8 bits covers k <= 16.
@@ -104,7 +104,7 @@ class LIF(nn.Module):
         v[t] = 0 where s[t]
 
     (the NIR LIF with tau = dt/(1-beta), r = tau/dt, v_leak = 0, v_reset = 0;
-    see :mod:`neurodeploy.dynamics`, whose code runs it). beta and threshold
+    see :mod:`neurodeploy.kernels.dynamics`, whose code runs it). beta and threshold
     are fixed hyper-parameters; :meth:`nir_parameters` expands them to arrays
     of the full population shape, as NIR needs. ``timesteps`` and ``batch``
     are set by the owning model before each forward.
@@ -165,10 +165,10 @@ class FusedPopulation(nn.Module):
 
     * ``sources``: ConvBN modules (BatchNorm in training mode) whose outputs, side by
       side, are the population's current; their BatchNorm then runs inside the LIF
-      loop (:func:`neurodeploy.dynamics.lif_scan_normalised`), and the normalised
+      loop (:func:`neurodeploy.kernels.dynamics.lif_scan_normalised`), and the normalised
       current is never written out (the same values to float32 rounding);
     * ``pool``: the k x k average pooling (stride k) that is the population's only
-      reader; the loop pools the spikes itself (:func:`neurodeploy.dynamics.lif_scan_pooled`,
+      reader; the loop pools the spikes itself (:func:`neurodeploy.kernels.dynamics.lif_scan_pooled`,
       the same values).
 
     Holds the model's own modules; built by :func:`fuse_populations`. Where the fused

@@ -1,6 +1,6 @@
 """SqueezeNet v1.0 for 32x32 inputs, and the Fire-pruned SqueezeNet of the paper.
 
-CIFAR-style (FIELD-NOTES.md): a 3x3 stem with 96 channels at stride 1, BatchNorm
+CIFAR-style (docs/design.md): a 3x3 stem with 96 channels at stride 1, BatchNorm
 after every conv but the classifier (convs keep their bias, as torchvision's), Fire modules F2..F9 with squeeze/expand widths 16/64, 16/64,
 32/128, 32/128, 48/192, 48/192, 64/256, 64/256, 2x2 pooling after the stem,
 after F4 and after F8, a 1x1 classifier conv and global average pooling.

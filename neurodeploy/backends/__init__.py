@@ -1,0 +1,73 @@
+"""The registry of execution backends: the only place that maps a name to code.
+
+``run``, ``validate``, ``energy``, ``check`` and ``bench`` all go through
+:func:`compile` / :func:`supports`; adding a backend is one module (the interface of
+:mod:`neurodeploy.backends.base`) and one line here. Modules load on first use, so
+asking for ``torch`` never imports Lava's side and the other way round.
+
+A *backend* executes a graph. A *hardware target* (``cmos45nm``, ``loihi``, ...) is a
+chip or process whose energy constants live in ``neurodeploy/targets/*.toml``; the two
+words are kept apart, and a hardware name given where a backend is wanted gets a hint.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..errors import NeurodeployError
+from .base import Program, Support
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str                   # implements compile() and supports()
+    description: str
+    options: dict = field(default_factory=dict)   # fixed compile options of this name
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+BACKENDS = {b.name: b for b in (
+    Backend("torch", "neurodeploy.backends.torch", "PyTorch reference (CUDA or CPU), exact counters"),
+    Backend("lava", "neurodeploy.backends.lava", "Loihi 2 fixed point in Lava's runtime (graded input spikes)",
+            {"precision": "fixed", "route": "loihi2"}),
+    Backend("lava-netx", "neurodeploy.backends.lava", "Loihi fixed point as lava-dl netx runs it (input as a bias)",
+            {"precision": "fixed", "route": "netx"}),
+    Backend("lava-float", "neurodeploy.backends.lava", "Lava's floating-point models (tells quantisation apart)",
+            {"precision": "float"}),
+    Backend("model", "neurodeploy.backends.model", "the torch network the graph was exported from (zoo graphs)"),
+    Backend("onnx", "neurodeploy.backends.onnx", "the one-timestep ONNX export in onnxruntime, run T times"),
+)}
+
+
+def names() -> list:
+    return list(BACKENDS)
+
+
+def get(name: str) -> Backend:
+    """The backend of that name, or one line saying what the name is and what to use."""
+    if name in BACKENDS:
+        return BACKENDS[name]
+    from .. import targets
+    if name in targets.names():
+        raise NeurodeployError(f"'{name}' is a hardware target (energy constants), not a backend; backends run "
+                               f"graphs: {', '.join(BACKENDS)} (Loihi's simulator is 'lava')")
+    raise NeurodeployError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
+
+
+def compile(name: str, graph, *, source: Optional[Path] = None, **options) -> Program:
+    """Compile ``graph`` for backend ``name``; ``source`` is the .nir file it came from, if any."""
+    backend = get(name)
+    return backend.load().compile(graph, source=source, **{**options, **backend.options})
+
+
+def supports(name: str, graph) -> Support:
+    """Can backend ``name`` run ``graph``? (What ``check`` prints; ``compile`` refuses the same.)"""
+    return get(name).load().supports(graph)
+
+
+__all__ = ["Backend", "BACKENDS", "names", "get", "compile", "supports", "Program", "Support"]

@@ -1,107 +1,43 @@
-"""What every backend shares: the run result and the hardware counters.
+"""The one interface every backend implements.
 
-A backend is ``compile(graph, ...) -> Program`` and ``Program.run(inputs,
-timesteps) -> RunResult``. Counters are what neuromorphic hardware would do
-for the inputs that were run, counted exactly (not sampled), as totals over
-all samples and timesteps; ``per_sample()`` divides by the sample count.
+A backend module exposes
 
-Synaptic operations follow NeuroBench (Yik et al., 2024): a projection's
-*effective* operations are the (input, weight) pairs with a nonzero input and
-a nonzero weight, summed over timesteps. They are ACs (accumulates) when the
-projection's input is binary (spikes) and MACs when it is real-valued (the
-first layer under direct encoding, or a projection fed by another
-projection). ``dense_ops`` counts every pair with a nonzero weight, as a
-clock-driven accelerator (or the CNN twin) would.
+    compile(graph: nir.NIRGraph, *, source: Path | None = None, **options) -> Program
+    supports(graph: nir.NIRGraph) -> Support
 
-This module is plain Python (no torch) so the Lava worker can use it.
+and a ``Program`` runs inputs: ``run(inputs, timesteps=None, batch_size=64,
+progress=None) -> RunResult`` with the outputs (T, N, *output) and the counters of
+:mod:`neurodeploy.ir.counters`. ``source`` is the .nir file the graph was read from,
+for backends that need more than the graph (the ``model`` backend finds the
+checkpoint beside it). ``supports`` is what ``check`` prints and what ``compile``
+enforces, so the two never disagree.
+
+:mod:`neurodeploy.backends` keeps the registry of names; commands ask it, never a
+backend module directly.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..ir.counters import RunResult
 
 
-@dataclass
-class PopulationCounts:
-    kind: str                 # NIR node type: LIF, IF, LI, CubaLIF, ...
-    neurons: int              # population size
-    spikes: float = 0.0       # output spikes, summed over samples and timesteps
-    neuron_updates: float = 0.0   # neurons x timesteps x samples
-    input_events: float = 0.0     # nonzero input values arriving (spikes in, or currents)
-
-    def firing_rate(self) -> float:
-        return self.spikes / self.neuron_updates if self.neuron_updates else 0.0
+@dataclass(frozen=True)
+class Support:
+    """Whether a backend can run a graph, and why (one line either way)."""
+    ok: bool
+    why: str
 
 
-@dataclass
-class ProjectionCounts:
-    kind: str                 # Conv2d, Affine, Linear, AvgPool2d, SumPool2d, Scale, ...
-    binary_input: bool = True     # every input value was 0 or 1 during the run
-    effective_ops: float = 0.0    # nonzero input x nonzero weight pairs
-    dense_ops: float = 0.0        # nonzero-weight pairs regardless of input
-    parameters: int = 0
+@runtime_checkable
+class Program(Protocol):
+    """A graph compiled for one backend."""
 
-    @property
-    def effective_acs(self) -> float:
-        return self.effective_ops if self.binary_input else 0.0
-
-    @property
-    def effective_macs(self) -> float:
-        return 0.0 if self.binary_input else self.effective_ops
+    def run(self, inputs: np.ndarray, timesteps: Optional[int] = None, batch_size: int = 64,
+            progress=None) -> RunResult: ...
 
 
-@dataclass
-class RunCounters:
-    samples: int
-    timesteps: int
-    populations: Dict[str, PopulationCounts] = field(default_factory=dict)
-    projections: Dict[str, ProjectionCounts] = field(default_factory=dict)
-    graph_sha256: Optional[str] = None   # which graph these counts belong to
-    backend: Optional[str] = None
-
-    def totals(self, per_sample: bool = True) -> dict:
-        n = max(self.samples, 1) if per_sample else 1
-        return {
-            "spikes": sum(p.spikes for p in self.populations.values()) / n,
-            "neuron_updates": sum(p.neuron_updates for p in self.populations.values()) / n,
-            "effective_acs": sum(p.effective_acs for p in self.projections.values()) / n,
-            "effective_macs": sum(p.effective_macs for p in self.projections.values()) / n,
-            "dense_ops": sum(p.dense_ops for p in self.projections.values()) / n,
-        }
-
-    def to_dict(self) -> dict:
-        d = {
-            "samples": self.samples, "timesteps": self.timesteps,
-            "graph_sha256": self.graph_sha256, "backend": self.backend,
-            "populations": {k: {**asdict(v), "firing_rate": v.firing_rate()}
-                            for k, v in self.populations.items()},
-            "projections": {k: {**asdict(v), "effective_acs": v.effective_acs,
-                                "effective_macs": v.effective_macs}
-                            for k, v in self.projections.items()},
-            "totals_per_sample": self.totals(),
-        }
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunCounters":
-        pops = {k: PopulationCounts(**{f: v[f] for f in PopulationCounts.__dataclass_fields__})
-                for k, v in d["populations"].items()}
-        projs = {k: ProjectionCounts(**{f: v[f] for f in ProjectionCounts.__dataclass_fields__})
-                 for k, v in d["projections"].items()}
-        return cls(samples=d["samples"], timesteps=d["timesteps"], populations=pops,
-                   projections=projs, graph_sha256=d.get("graph_sha256"), backend=d.get("backend"))
-
-
-@dataclass
-class RunResult:
-    """outputs: the Output node's values, shaped (T, N, *output_shape) (numpy).
-
-    spikes: optional per-population spike counts per sample, {name: (N,) array},
-    used by validation to find where two targets diverge.
-    """
-    outputs: object
-    counters: RunCounters
-    population_spike_counts: Dict[str, object] = field(default_factory=dict)
-    seconds: float = 0.0
-    weight_quantisation: Optional[dict] = None   # targets that quantise: how far the weights moved
-    overflows: Optional[dict] = None             # fixed-width targets: input currents wrapped, per population
+__all__ = ["Program", "Support", "RunResult"]

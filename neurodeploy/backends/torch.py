@@ -1,17 +1,8 @@
 """The reference backend: any NIR graph on CUDA or CPU, with exact hardware counters.
 
-Discretisation (forward Euler at ``dt``; ``dt`` from the graph's metadata, for
-graphs without it the snnTorch / NIR-paper default dt = 1e-4, ``--dt`` overrides).
-Per timestep t, with I[t] the sum of all incoming edges (NIR fan-in):
-
-    LIF      v = (1 - dt/tau) v + (r dt/tau) I + (dt/tau) v_leak
-             s = v > v_threshold   (strict);   v = v_reset where s      (same step)
-    IF       v = v + r dt I;  s = v > v_threshold;  v = v_reset where s
-    LI       v = (1 - dt/tau) v + (r dt/tau) I + (dt/tau) v_leak;  output v
-    I        v = v + r dt I;  output v
-    CubaLIF  i = (1 - dt/tau_syn) i + (w_in dt/tau_syn) I;  then LIF on i with tau = tau_mem
-    CubaLI   the same, output v
-    Threshold  s = I > threshold (stateless);  Delay: output I[t - delay/dt]
+Neurons follow the one discretisation of :mod:`neurodeploy.ir.neurons` (forward
+Euler at the graph's ``dt``, strict threshold, reset in the same step); Threshold is
+s = I > threshold (stateless) and Delay outputs I[t - delay/dt].
 
 Projections (Affine, Linear, Scale, Conv1d, Conv2d with stride / padding /
 dilation / groups, SumPool2d, AvgPool2d, Flatten) have no state. Spikes reach
@@ -24,7 +15,7 @@ stays (B, ...) until the first neuron, so its projection is computed once,
 not T times (the counters still count it at every timestep, as hardware
 would). Graphs with cycles run step by step, a back edge carrying the
 previous timestep's value (a one-step delay). On CPU a LIF/IF population runs as
-one compiled loop (:mod:`neurodeploy.lif_cpu`); when its only reader is a k x k
+one compiled loop (:mod:`neurodeploy.kernels.lif_cpu`); when its only reader is a k x k
 pooling with stride k (k*k a power of two), that loop pools the spikes itself and
 the population is never written out (``_fusable_pools``): the same values, since
 sums of spikes are exact.
@@ -46,14 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import dynamics
+from ..kernels import dynamics
 from ..errors import NeurodeployError
-from ..graph.metadata import conventions_of
-from .. import host_memory, lif_cpu
-from .base import PopulationCounts, ProjectionCounts, RunCounters, RunResult
+from ..ir import neurons
+from ..ir.conventions import conventions_of
+from ..ir.nodes import POPULATIONS, PROJECTIONS
+from ..ir.topology import flatten_graph, pair, toposort
+from ..kernels import lif_cpu
+from ..ir.counters import PopulationCounts, ProjectionCounts, RunCounters, RunResult
+from .base import Support
 
-NEURONS = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
-PROJECTIONS = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -62,37 +55,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise NeurodeployError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(device)
-
-
-def flatten_graph(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list]:
-    """Inline nested NIRGraphs: nodes get 'outer.inner' names; the subgraph's
-    Input/Output nodes become pass-through identities."""
-    nodes, edges = {}, []
-    for name, node in graph.nodes.items():
-        full = prefix + name
-        if isinstance(node, nir.NIRGraph):
-            sub_nodes, sub_edges = flatten_graph(node, full + ".")
-            nodes.update(sub_nodes)
-            edges.extend(sub_edges)
-        else:
-            nodes[full] = node
-    for src, dst in graph.edges:
-        s, d = prefix + src, prefix + dst
-        if isinstance(graph.nodes.get(src), nir.NIRGraph):
-            outs = [k for k, v in graph.nodes[src].nodes.items() if isinstance(v, nir.Output)]
-            s = f"{s}.{outs[0]}"
-        if isinstance(graph.nodes.get(dst), nir.NIRGraph):
-            ins = [k for k, v in graph.nodes[dst].nodes.items() if isinstance(v, nir.Input)]
-            d = f"{d}.{ins[0]}"
-        edges.append((s, d))
-    if prefix:  # inner Input/Output become identities: keep them as nodes, executed as pass-through
-        pass
-    return nodes, edges
-
-
-def _pair(v, n=2):
-    a = np.atleast_1d(np.asarray(v)).astype(int).tolist()
-    return tuple(a * n if len(a) == 1 else a)
 
 
 def _as_tensor(a, device):
@@ -120,13 +82,13 @@ class _Projection(_Op):
             if isinstance(n.padding, str):
                 raise NeurodeployError(f"node {name}: string padding {n.padding!r} is not supported; use integers")
             self.w, self.b = _as_tensor(n.weight, device), _as_tensor(n.bias, device)
-            self.args = dict(stride=_pair(n.stride), padding=_pair(n.padding), dilation=_pair(n.dilation),
+            self.args = dict(stride=pair(n.stride), padding=pair(n.padding), dilation=pair(n.dilation),
                              groups=int(n.groups))
             self.f = lambda x, w, b: F.conv2d(x, w, b, **self.args)
         elif isinstance(n, nir.Conv1d):
             self.w, self.b = _as_tensor(n.weight, device), _as_tensor(n.bias, device)
-            self.args = dict(stride=_pair(n.stride, 1)[0], padding=_pair(n.padding, 1)[0],
-                             dilation=_pair(n.dilation, 1)[0], groups=int(n.groups))
+            self.args = dict(stride=pair(n.stride, 1)[0], padding=pair(n.padding, 1)[0],
+                             dilation=pair(n.dilation, 1)[0], groups=int(n.groups))
             self.f = lambda x, w, b: F.conv1d(x, w, b, **self.args)
         elif isinstance(n, nir.Affine):
             self.w, self.b = _as_tensor(n.weight, device), _as_tensor(n.bias, device)
@@ -138,7 +100,7 @@ class _Projection(_Op):
             self.w, self.b = _as_tensor(n.scale, device), None
             self.f = lambda x, w, b: x * w
         elif isinstance(n, (nir.SumPool2d, nir.AvgPool2d)):
-            k, s, p = _pair(n.kernel_size), _pair(n.stride), _pair(n.padding)
+            k, s, p = pair(n.kernel_size), pair(n.stride), pair(n.padding)
             self.w, self.b = None, None
             if isinstance(n, nir.AvgPool2d):
                 self.f = lambda x, w, b: F.avg_pool2d(x, k, s, p)
@@ -222,7 +184,7 @@ class _Projection(_Op):
             with torch.enable_grad():
                 y = self.f(x, mask_w, None) if self.kind != "AvgPool2d" else self.f(x, None, None)
                 if self.kind == "AvgPool2d":
-                    k = _pair(self.node.kernel_size)
+                    k = pair(self.node.kernel_size)
                     y = y * float(np.prod(k))           # count additions, not the 1/k^2 scaling
                 y.sum().backward()
             self._fanout[key] = x.grad[0].detach()
@@ -289,27 +251,11 @@ class _Population(_Op):
     def __init__(self, name, node, device, dt):
         super().__init__(name, node, device)
         self.kind = type(node).__name__
-        n = node
-        f32 = lambda a: _as_tensor(a, device)
-        if isinstance(n, (nir.LIF, nir.LI)):
-            vt = n.v_threshold if isinstance(n, nir.LIF) else np.full_like(np.asarray(n.tau, float), np.inf)
-            vr = n.v_reset if isinstance(n, nir.LIF) else np.zeros_like(np.asarray(n.tau, float))
-            c = dynamics.lif_coefficients(n.tau, n.r, n.v_leak, vt, vr, dt).to(device)
-            self.p = _NeuronParams(c.decay, c.gain, c.leak, c.threshold if isinstance(n, nir.LIF) else None,
-                                   c.v_reset)
-        elif isinstance(n, (nir.IF, nir.I)):
-            r = np.asarray(n.r, np.float64)
-            self.p = _NeuronParams(f32(np.ones_like(r)), f32(r * dt), f32(np.zeros_like(r)),
-                                   f32(n.v_threshold) if isinstance(n, nir.IF) else None,
-                                   f32(n.v_reset) if isinstance(n, nir.IF) else None)
-        elif isinstance(n, (nir.CubaLIF, nir.CubaLI)):
-            tau_mem = np.asarray(n.tau_mem, np.float64)
-            vt = n.v_threshold if isinstance(n, nir.CubaLIF) else np.full_like(tau_mem, np.inf)
-            vr = n.v_reset if isinstance(n, nir.CubaLIF) else np.zeros_like(tau_mem)
-            c = dynamics.lif_coefficients(tau_mem, n.r, n.v_leak, vt, vr, dt).to(device)
-            self.p = _NeuronParams(c.decay, c.gain, c.leak, c.threshold if isinstance(n, nir.CubaLIF) else None,
-                                   c.v_reset, f32(1.0 - dt / np.asarray(n.tau_syn, np.float64)),
-                                   f32(np.asarray(n.w_in, np.float64) * dt / np.asarray(n.tau_syn, np.float64)))
+        c = neurons.coefficients(node, dt)
+        t = lambda a: None if a is None else _as_tensor(a, device)
+        self.p = _NeuronParams(t(c.decay), t(c.gain), t(c.leak), t(c.threshold) if c.spiking else None,
+                               t(c.v_reset),
+                               t(c.syn_decay), t(c.w_in))
         self.spiking = self.p.threshold is not None
         self._flat_params = {}
         for t in (self.p.decay, self.p.gain, self.p.threshold):
@@ -348,7 +294,7 @@ class _Population(_Op):
         compiled loop ran, its counts (:class:`_LoopCounts`), else None.
 
         On CPU a spiking population without a synaptic stage runs as one compiled loop
-        (:mod:`neurodeploy.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
+        (:mod:`neurodeploy.kernels.lif_cpu`, the same float32 arithmetic); a 4-D population is kept
         channels-last there, the layout the spike-fed convolutions after it want.
         ``pool`` (k, scale): the k x k pooling that alone reads this population, run in
         the same loop where it fits (see :meth:`pool_fits`); the output is then the
@@ -491,37 +437,6 @@ class _Threshold(_Op):
         return (x - self.th > 0).to(x.dtype)
 
 
-def _toposort(nodes, edges):
-    """Kahn's algorithm; edges that close a cycle are returned as back edges."""
-    succ = {n: [] for n in nodes}
-    for s, d in edges:
-        succ[s].append(d)
-    order, state, back = [], {}, set()
-
-    def visit(n):  # iterative DFS to find back edges, then reverse postorder
-        stack = [(n, iter(succ[n]))]
-        state[n] = 1
-        while stack:
-            node, it = stack[-1]
-            for m in it:
-                if state.get(m) == 1:
-                    back.add((node, m))
-                elif m not in state:
-                    state[m] = 1
-                    stack.append((m, iter(succ[m])))
-                    break
-            else:
-                state[node] = 2
-                order.append(node)
-                stack.pop()
-
-    roots = [n for n in nodes if isinstance(nodes[n], nir.Input)] + list(nodes)
-    for n in roots:
-        if n not in state:
-            visit(n)
-    return order[::-1], back
-
-
 def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
@@ -615,14 +530,13 @@ class TorchProgram:
         if len(self.inputs) != 1 or len(self.outputs) != 1:
             raise NeurodeployError(f"the graph needs exactly one Input and one Output node at top level, "
                                    f"it has {len(self.inputs)} and {len(self.outputs)}")
-        self.order, self.back_edges = _toposort(self.nodes, self.edges)
+        self.order, self.back_edges = toposort(self.nodes, self.edges)
         self.preds = {n: [s for s, d in self.edges if d == n] for n in self.nodes}
         self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
         self.spike_fed = {name: self._fed_by_spikes(name) for name in self.nodes}
         # population -> (pooling node, window, scale) that its compiled loop may run itself
         self.fused_pools = _fusable_pools(self.nodes, self.edges) if self.device.type == "cpu" else {}
         if self.device.type == "cpu":
-            host_memory.reuse_freed_memory()
             for name, op in self.ops.items():
                 if isinstance(op, _Projection) and self.spike_fed[name]:
                     op.use_channels_last()
@@ -645,7 +559,7 @@ class TorchProgram:
     def _compile_node(self, name, node):
         if isinstance(node, PROJECTIONS):
             return _Projection(name, node, self.device)
-        if isinstance(node, NEURONS):
+        if isinstance(node, POPULATIONS):
             return _Population(name, node, self.device, self.dt)
         if isinstance(node, nir.Flatten):
             return _Flatten(name, node, self.device)
@@ -899,6 +813,17 @@ class TorchProgram:
                                    f"but its incoming edges carry {got}")
 
 
-def compile(graph: nir.NIRGraph, device: str = "auto", dt: float | None = None) -> TorchProgram:
+# node types this backend runs
+RUNS = POPULATIONS + PROJECTIONS + (nir.Input, nir.Output, nir.Flatten, nir.Threshold, nir.Delay, nir.NIRGraph)
+
+
+def supports(graph: nir.NIRGraph) -> Support:
+    nodes, _ = flatten_graph(graph)
+    bad = sorted({type(n).__name__ for n in nodes.values() if not isinstance(n, RUNS)})
+    return Support(not bad, f"unsupported node types: {', '.join(bad)}" if bad else "all node types run")
+
+
+def compile(graph: nir.NIRGraph, *, source=None, device: str = "auto", dt: float | None = None,
+            **_) -> TorchProgram:
     """Compile a NIR graph (ours or any tool's) for the torch backend."""
     return TorchProgram(graph, device=device, dt=dt)

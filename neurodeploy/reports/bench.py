@@ -19,9 +19,9 @@ import csv
 import json
 from pathlib import Path
 
-from .. import energy as en
-from .. import paper as paper_mod
-from .. import zoo
+from ..measure import energy as en
+from ..measure import paper as paper_mod
+from ..training import zoo
 from ..errors import NeurodeployError
 
 COLUMNS = ["model", "snn_acc", "snn_f1", "cnn_acc", "cnn_f1", "ac_m", "mac_m", "params_k", "snn_energy_mj",
@@ -36,22 +36,21 @@ def _paper_rows() -> dict:
 
 
 def measure_model(name: str, dataset: str, samples: int, out_dir: Path, device="auto") -> dict:
-    from ..backends import torch as torch_backend
-    from ..data import load_tensors
-    from ..graph.export import export_checkpoint_model
-    from ..graph.io import write_graph
-    from .. import checkpoint
+    from .. import backends
+    from ..training.data import load_tensors
+    from ..exporters.lowering import export_checkpoint_model
+    from ..ir.io import write_graph
+    from ..training import checkpoint
     snn_path = zoo.checkpoint_path(name, "snn")
     if not snn_path.exists():
-        raise NeurodeployError(f"the zoo has no trained {name} ({snn_path}); train it with "
-                               f"`neurodeploy train-zoo --models {name}`")
+        raise NeurodeployError(zoo.missing_checkpoint(name))
     snn_card, cnn_card = zoo.read_card(name, "snn") or {}, zoo.read_card(name, "cnn") or {}
     model = checkpoint.load(snn_path)
     graph = export_checkpoint_model(model, snn_path)
     write_graph(out_dir / "graphs" / f"{name}.nir", graph)
     shape = model.card["input_shape"]
     x, _ = load_tensors(dataset, "test", shape[-1], limit=samples)
-    counters = torch_backend.compile(graph, device=device).run(x.numpy()).counters
+    counters = backends.compile("torch", graph, device=device).run(x.numpy()).counters
     snn = en.price(counters, "cmos45nm")
     cnn_macs = float(snn_card.get("cnn_macs") or en.cnn_twin_macs(counters))
     cnn_j = en.cnn_energy(cnn_macs)
@@ -135,7 +134,7 @@ def markdown(rows, dataset, samples) -> str:
 
 def _checkpoint_hashes(name: str) -> dict:
     """What a cached row was measured from: re-measure when a twin is re-trained."""
-    from ..checkpoint import sha256
+    from ..training.checkpoint import sha256
     return {t: sha256(p) if (p := zoo.checkpoint_path(name, t)).exists() else None for t in ("snn", "cnn")}
 
 

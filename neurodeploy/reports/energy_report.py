@@ -12,27 +12,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import energy as en
-from ..backends.base import RunCounters
+from .. import backends
+from ..backends.model import find_checkpoint
 from ..errors import NeurodeployError
-from ..graph.io import file_sha256, read_graph
-from ..graph.metadata import conventions_of
+from ..ir.conventions import conventions_of
+from ..ir.counters import RunCounters
+from ..ir.io import file_sha256, read_graph
+from ..measure import energy as en
+from ..measure.inputs import Inputs
 
 
 def cnn_twin_macs_for(graph, counters: RunCounters, graph_path=None) -> tuple[float, str]:
     conv = conventions_of(graph)
-    from ..validate import find_checkpoint_for_graph
-    found = find_checkpoint_for_graph(graph, graph_path)
+    found = find_checkpoint(graph, graph_path)
     if found is not None and conv.model:
         from ..architectures import build, count_macs
-        from ..checkpoint import read
+        from ..training.checkpoint import read
         cnn = build(conv.model, "cnn", **read(found)["arguments"])
         return float(count_macs(cnn, tuple(conv.input_shape))), f"CNN twin of {conv.model} (architecture)"
     return float(en.cnn_twin_macs(counters)), "dense synaptic ops of the graph per timestep"
 
 
-def energy_report(file: Path, targets: list, dataset=None, samples=100, counts_file=None, backend="torch",
-                  device="auto", data_dir=None, inputs=None) -> dict:
+def energy_report(file: Path, targets: list, inputs: Inputs | None = None, counts_file=None, backend="torch",
+                  device="auto", timesteps=None, dt=None) -> dict:
+    """Price the counts of a run of ``file`` on ``backend`` with ``inputs`` (or the counts
+    saved in ``counts_file``) on each hardware target."""
     file = Path(file)
     graph = read_graph(file)
     sha = file_sha256(file)
@@ -47,9 +51,8 @@ def energy_report(file: Path, targets: list, dataset=None, samples=100, counts_f
         en.check_graph(counters, sha)
         source = str(counts_file)
     else:
-        x, _ = inputs(graph)
-        from ..validate import run_target
-        counters = run_target(backend if backend != "lava" else "lava", graph, file, x, None, 64, device).counters
+        program = backends.compile(backend, graph, source=file, device=device, dt=dt)
+        counters = program.run(inputs.x, timesteps).counters
         counters.graph_sha256 = sha
         source = f"measured on {backend}"
     cnn_macs, cnn_source = cnn_twin_macs_for(graph, counters, file)
@@ -62,8 +65,8 @@ def energy_report(file: Path, targets: list, dataset=None, samples=100, counts_f
                      "energy_per_inference_j": rep.joules, "cnn_energy_j": cnn_j,
                      "cnn_over_snn": en.energy_ratio(cnn_j, rep.joules),
                      "breakdown": rep.to_dict(), "memory_aware": mem.to_dict()})
-    conv = conventions_of(graph)
     return {"file": str(file), "graph_sha256": sha, "backend": backend, "counts": source,
-            "dataset": dataset or conv.dataset or "mnist5k", "samples": counters.samples,
+            "inputs": inputs.source if inputs is not None and not counts_file else source,
+            "samples": counters.samples,
             "timesteps": counters.timesteps, "counts_per_sample": counters.totals(),
             "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "targets": rows}

@@ -16,8 +16,8 @@ nir = pytest.importorskip("nir")
 from neurodeploy.backends.lava import fixed_point as fx
 from neurodeploy.backends.lava.runtime import runtime_status
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.graph.io import write_graph
-from neurodeploy.graph.metadata import GraphConventions, with_conventions
+from neurodeploy.ir.io import write_graph
+from neurodeploy.ir.conventions import GraphConventions, with_conventions
 
 DT = 1e-4
 _status = runtime_status()
@@ -257,7 +257,7 @@ def torch_reference(path, x, timesteps):
     """The lead's torch backend, when it is importable (None otherwise)."""
     try:
         from neurodeploy.backends import torch as torch_backend
-        from neurodeploy.graph.io import read_graph
+        from neurodeploy.ir.io import read_graph
     except ImportError:
         return None
     return torch_backend.compile(read_graph(path), device="cpu").run(x, timesteps)
@@ -590,7 +590,7 @@ def test_exported_zoo_model_matches_torch_backend(tmp_path):
     """The real thing: an exported (untrained) pruned SqueezeNet, float mode, vs the torch backend."""
     try:
         from neurodeploy.architectures import build
-        from neurodeploy.graph.export import export
+        from neurodeploy.exporters.lowering import export
     except ImportError as e:
         pytest.skip(f"exporter not importable: {e}")
     from neurodeploy.backends import lava

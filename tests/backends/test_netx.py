@@ -29,12 +29,11 @@ from neurodeploy.architectures.layers import Twin, TwinModel
 from neurodeploy.backends.lava import netx
 from neurodeploy.backends.lava.runtime import runtime_status
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.graph.export import export
-from neurodeploy.graph.io import write_graph
-from neurodeploy.graph.passes import chain_passes
+from neurodeploy.exporters.lowering import export
+from neurodeploy.ir.io import write_graph
+from neurodeploy.passes import chain_passes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "graph"))
-from test_export import FireNet, ResidualNet, calibrate  # noqa: E402
+from nets import FireNet, ResidualNet, calibrate  # noqa: E402
 
 SNN = Twin("snn")
 _status = runtime_status()

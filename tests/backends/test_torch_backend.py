@@ -12,8 +12,8 @@ import torch
 
 from neurodeploy.backends.torch import compile as torch_compile
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.graph.io import read_graph, write_graph
-from neurodeploy.graph.metadata import GraphConventions, with_conventions
+from neurodeploy.ir.io import read_graph, write_graph
+from neurodeploy.ir.conventions import GraphConventions, with_conventions
 
 DT = 1e-4
 
@@ -478,7 +478,7 @@ def test_population_counters():
 
 
 def test_counters_dict_roundtrip():
-    from neurodeploy.backends.base import RunCounters
+    from neurodeploy.ir.counters import RunCounters
     res = run(conv_graph(), np.ones((2, 1, 4, 4), np.float32), timesteps=2)
     d = res.counters.to_dict()
     back = RunCounters.from_dict(d)
@@ -633,7 +633,7 @@ def test_spike_fed_convs_run_channels_last_and_match_plain_nchw(monkeypatch):
     assert res.counters.populations["l3"].spikes == expected.sum()
     # l3's current is a concatenation: the compiled loop runs each branch into its channel
     # slice; the torch ops (no numba) build the concatenated current. Same counters.
-    from neurodeploy import lif_cpu
+    from neurodeploy.kernels import lif_cpu
     calls = []
     monkeypatch.setattr(program.ops["l3"], "scan_concatenation",
                         lambda *a, f=program.ops["l3"].scan_concatenation: calls.append(1) or f(*a))
@@ -650,7 +650,7 @@ def test_compiled_lif_loop_equals_torch_ops_and_counts_the_same(monkeypatch, sta
     """The compiled CPU loop (neurodeploy/lif_cpu.py) against the torch ops it replaces, on
     a conv -> LIF (per-neuron decay, threshold, reset and leak; channels-last) -> conv ->
     LIF (uniform) graph, an odd batch split over two threads: identical spikes and counters."""
-    from neurodeploy import lif_cpu
+    from neurodeploy.kernels import lif_cpu
     rng = np.random.default_rng(11)
     c, hw = 3, (5, 5)
     shape = (c, *hw)
@@ -694,7 +694,7 @@ def test_population_pools_its_own_spikes_with_the_same_outputs_and_counters(monk
     (which run the population and the pooling apart): identical outputs, population
     spike counts and counters, for average and sum pooling, a concatenation's population
     and a static input; the k=3 pooling and the population with two consumers are not fused."""
-    from neurodeploy import lif_cpu
+    from neurodeploy.kernels import lif_cpu
     rng = np.random.default_rng(5)
     c, hw = 4, (8, 8)
     w = lambda *s: (rng.integers(-8, 9, size=s) / 8.0).astype(np.float32)

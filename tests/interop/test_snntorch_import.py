@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from neurodeploy.architectures.layers import Twin, TwinModel
-from neurodeploy.graph.export import export
+from neurodeploy.exporters.lowering import export
 
 import_nir = pytest.importorskip("snntorch.import_nir")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neurodeploy import energy as en
+from neurodeploy.measure import energy as en
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.reports import bench
 from neurodeploy.reports.bench import COLUMNS, pareto_front, run_bench
@@ -70,7 +70,7 @@ def test_second_run_uses_cache(first_bench, monkeypatch):
 
 def test_missing_zoo_model(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURODEPLOY_ZOO", str(tmp_path / "empty"))
-    with pytest.raises(NeurodeployError, match="the zoo has no trained mnasnet"):
+    with pytest.raises(NeurodeployError, match="has no snn.pt for mnasnet.*NEURODEPLOY_ZOO"):
         run_bench(["mnasnet"], "mnist5k", 8, tmp_path / "b", device="cpu")
 
 

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from neurodeploy import checkpoint
-from neurodeploy import energy as en
+from neurodeploy.training import checkpoint
+from neurodeploy.measure import energy as en
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.graph.export import export, export_checkpoint_model
-from neurodeploy.graph.io import file_sha256, write_graph
+from neurodeploy.exporters.lowering import export, export_checkpoint_model
+from neurodeploy.ir.io import file_sha256, write_graph
 from neurodeploy.reports.energy_report import cnn_twin_macs_for, energy_report
 
 
@@ -21,12 +21,13 @@ def graph_file(tiny_ckpt, tmp_path_factory):
 
 def _inputs(n=4):
     import torch
+    from neurodeploy.measure.inputs import Inputs
     x = torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(0)).numpy()
-    return lambda g: (x, None)
+    return Inputs(x, None, f"{n} random images")
 
 
 def test_measured_report(graph_file, tiny_ckpt):
-    rep = energy_report(graph_file, ["cmos45nm", "truenorth"], samples=4, device="cpu", inputs=_inputs())
+    rep = energy_report(graph_file, ["cmos45nm", "truenorth"], device="cpu", inputs=_inputs())
     assert rep["graph_sha256"] == file_sha256(graph_file) and rep["samples"] == 4 and rep["timesteps"] == 2
     assert rep["cnn_macs_source"] == "CNN twin of mnasnet (architecture)"
     assert rep["cnn_macs"] == checkpoint.read(tiny_ckpt)["card"]["cnn_macs"]
@@ -39,8 +40,8 @@ def test_measured_report(graph_file, tiny_ckpt):
 
 def test_counts_file_roundtrip_and_refusals(graph_file, tmp_path):
     from neurodeploy.backends import torch as tb
-    from neurodeploy.graph.io import read_graph
-    counters = tb.compile(read_graph(graph_file), device="cpu").run(_inputs()(None)[0]).counters
+    from neurodeploy.ir.io import read_graph
+    counters = tb.compile(read_graph(graph_file), device="cpu").run(_inputs().x).counters
     counters.graph_sha256 = file_sha256(graph_file)
     good = tmp_path / "c.json"
     good.write_text(json.dumps(counters.to_dict()))
@@ -68,7 +69,7 @@ def test_cnn_macs_fall_back_to_dense_ops_without_checkpoint(tiny_ckpt, tmp_path)
     """A graph without a readable checkpoint prices the CNN side from the graph's dense ops."""
     net = checkpoint.load(tiny_ckpt)
     graph = export(net, (1, 16, 16))               # metadata, but no checkpoint recorded
-    from neurodeploy.backends.base import RunCounters, ProjectionCounts
+    from neurodeploy.ir.counters import RunCounters, ProjectionCounts
     counters = RunCounters(samples=2, timesteps=2, projections={"p": ProjectionCounts("Conv2d", dense_ops=400.0)})
     macs, source = cnn_twin_macs_for(graph, counters)
     assert source == "dense synaptic ops of the graph per timestep"
@@ -78,14 +79,14 @@ def test_cnn_macs_fall_back_to_dense_ops_without_checkpoint(tiny_ckpt, tmp_path)
 def test_cnn_macs_for_graph_moved_with_its_checkpoint(tmp_path):
     import shutil
     from conftest import save_untrained
-    from neurodeploy.graph.io import read_graph
-    from neurodeploy.validate import load_model_for_graph
+    from neurodeploy.ir.io import read_graph
+    from neurodeploy.backends.model import load_network
     ck = save_untrained(tmp_path / "a" / "snn.pt", "mnasnet")
     net = checkpoint.load(ck)
     write_graph(tmp_path / "a" / "g.nir", export_checkpoint_model(net, ck))
     shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
     moved = tmp_path / "b" / "g.nir"
-    assert load_model_for_graph(read_graph(moved), moved) is not None      # validate finds it beside the graph
-    rep = energy_report(moved, ["cmos45nm"], samples=2, device="cpu", inputs=_inputs(2))
+    assert load_network(read_graph(moved), moved) is not None      # validate finds it beside the graph
+    rep = energy_report(moved, ["cmos45nm"], device="cpu", inputs=_inputs(2))
     assert rep["cnn_macs_source"] == "CNN twin of mnasnet (architecture)"
     assert rep["cnn_macs"] == checkpoint.read(tmp_path / "b" / "snn.pt")["card"]["cnn_macs"]

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import NeurodeployError
-from ..base import PopulationCounts, ProjectionCounts, RunCounters, RunResult
+from ...ir.counters import RunCounters, RunResult, merge_counters
+from ..base import Support
 from .runtime import ensure_runtime, install_runtime, runtime_path, runtime_status
 
 PRECISIONS = ("fixed", "float")
@@ -55,13 +56,15 @@ class LavaProgram:
     input_shape: tuple = ()
     route: str = "loihi2"                       # fixed point: graded input and shifted state, or netx's form
     weight_quantisation: dict = None           # fixed point: how far the weights move (weight_summary)
+    default_timesteps: int = 1                  # the graph's T, when run() is given none
     last: dict = field(default_factory=dict)   # the worker's result.json of the last run
     _tmp: object = field(default=None, repr=False)   # keeps a graph given as an object on disk
 
-    def run(self, inputs: np.ndarray, timesteps: int, batch_size: int = 64,
+    def run(self, inputs: np.ndarray, timesteps: int | None = None, batch_size: int = 64,
             progress=None) -> RunResult:
         """Run in chunks of ``batch_size`` samples (one worker, one Lava network each)."""
         python = ensure_runtime()
+        timesteps = int(timesteps or self.default_timesteps)
         x = np.asarray(inputs, dtype=np.float32)
         shape = tuple(self.input_shape)
         sequence = bool(shape) and x.ndim == len(shape) + 2 and tuple(x.shape[2:]) == shape
@@ -109,24 +112,6 @@ class LavaProgram:
             outputs = np.load(tmp / "out" / "outputs.npy")
             result = json.loads((tmp / "out" / "result.json").read_text())
         return outputs, result
-
-
-def merge_counters(parts) -> RunCounters:
-    """Counters of consecutive chunks of samples -> one (totals add up; flags AND)."""
-    total = RunCounters(samples=0, timesteps=parts[0].timesteps)
-    for c in parts:
-        total.samples += c.samples
-        for k, p in c.populations.items():
-            t = total.populations.setdefault(k, PopulationCounts(kind=p.kind, neurons=p.neurons))
-            t.spikes += p.spikes
-            t.neuron_updates += p.neuron_updates
-            t.input_events += p.input_events
-        for k, p in c.projections.items():
-            t = total.projections.setdefault(k, ProjectionCounts(kind=p.kind, parameters=p.parameters))
-            t.binary_input = t.binary_input and p.binary_input
-            t.effective_ops += p.effective_ops
-            t.dense_ops += p.dense_ops
-    return total
 
 
 def worker_path_dir(tmp: Path) -> Path:
@@ -199,49 +184,67 @@ def weight_summary(layers: dict) -> dict:
             "clipped": sum(r["clipped"] for r in layers.values())}
 
 
-def compile(graph, precision: str = "fixed", timeout: float = 1800.0,
-            fast_conv: bool = True, route: str = "loihi2") -> LavaProgram:
+def _plan(graph):
+    from ...ir.conventions import conventions_of
+    from .plan import build_plan
+    return build_plan(graph, conventions_of(graph))
+
+
+def supports(graph) -> Support:
+    """What compile() checks before the runtime is involved: the graph maps onto Lava processes."""
+    from .plan import PlanError
+    try:
+        _plan(graph)
+    except PlanError as e:
+        return Support(False, str(e))
+    return Support(True, "populations and projections map to Lava processes")
+
+
+def compile(graph, *, source=None, precision: str = "fixed", route: str = "loihi2", dt: float | None = None,
+            timeout: float = 1800.0, fast_conv: bool = True, device=None, **_) -> LavaProgram:
     """Check that the graph maps onto Lava (here, without the runtime) and return a program.
 
     ``route`` (fixed point): "loihi2" feeds the input current as 24-bit graded spikes
     and gives every population the finest integer state its 24 bits allow; "netx"
     feeds it as a bias and keeps the weights' scale, as lava-dl netx networks do
-    (see ``compiler.ROUTES``).
+    (see ``compiler.ROUTES``). ``dt`` overrides the graph's.
 
-    ``graph``: a .nir path, or a ``nir.NIRGraph`` (written to a temporary file that
-    lives as long as the program, since the worker reads files).
+    ``graph``: a ``nir.NIRGraph`` or a .nir path. The worker reads files: ``source``
+    (the file the graph came from) is handed to it as it is; otherwise, or with ``dt``,
+    the graph is written to a temporary file that lives as long as the program.
     """
     import nir
-    from ...graph.metadata import conventions_of
-    from .plan import PlanError, build_plan
+    from ...ir.conventions import conventions_of, replace, with_conventions
+    from ...ir.io import read_graph, write_graph
+    from .plan import PlanError
 
     if precision not in PRECISIONS:
         raise NeurodeployError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    if not isinstance(graph, nir.NIRGraph):
+        source = Path(graph)
+        graph = read_graph(source)
     keep = None
-    if isinstance(graph, nir.NIRGraph):
-        from ...graph.io import write_graph
+    if source is None or dt is not None:
+        if dt is not None:
+            graph = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata=dict(graph.metadata or {}),
+                                 type_check=False)
+            with_conventions(graph, replace(conventions_of(graph), dt=float(dt)))
         keep = tempfile.TemporaryDirectory(prefix="neurodeploy-lava-graph-")
-        graph = write_graph(Path(keep.name) / "graph.nir", graph)
-    path = Path(graph)
-    if not path.exists():
-        raise NeurodeployError(f"{path}: no such file")
+        source = write_graph(Path(keep.name) / "graph.nir", graph)
     try:
-        loaded = nir.read(str(path), type_check=False)   # grouped convs fail NIR's own check
-    except Exception as e:
-        raise NeurodeployError(f"{path}: cannot be read as a NIR graph ({type(e).__name__}: {e})") from e
-    try:
-        plan = build_plan(loaded, conventions_of(loaded))
+        plan = _plan(graph)
         weights = None
         if precision == "fixed":
             from .compiler import Quantised
             # fixed-point restrictions fail here, not in the worker
             weights = weight_summary(Quantised(plan, "fixed", route).report["layers"])
     except PlanError as e:
-        raise NeurodeployError(f"{path}: {e}") from None
-    prog = LavaProgram(path.resolve(), precision, timeout, fast_conv, tuple(plan.input_shape), route, weights)
+        raise NeurodeployError(f"{source if keep is None else 'graph'}: {e}") from None
+    prog = LavaProgram(Path(source).resolve(), precision, timeout, fast_conv, tuple(plan.input_shape), route,
+                       weights, default_timesteps=conventions_of(graph).timesteps or 1)
     prog._tmp = keep
     return prog
 
 
-__all__ = ["compile", "LavaProgram", "merge_counters", "runtime_status", "install_runtime", "ensure_runtime",
+__all__ = ["compile", "supports", "LavaProgram", "merge_counters", "runtime_status", "install_runtime", "ensure_runtime",
            "runtime_path", "repo_root"]

@@ -402,7 +402,7 @@ def counters(plan: Plan, r: dict) -> dict:
     value, fan-in at a projection) the input is rebuilt on the host from the recorded
     spike trains and the input, with biases, as the reference computes it.
     """
-    from neurodeploy.backends.base import PopulationCounts, ProjectionCounts, RunCounters
+    from neurodeploy.ir.counters import PopulationCounts, ProjectionCounts, RunCounters
 
     n, t = r["samples"], r["timesteps"]
     rc = RunCounters(samples=n, timesteps=t, backend=f"lava-{r.get('precision', '?')}")

@@ -128,7 +128,7 @@ def dyadic_scale(max_abs_weights, thresholds):
     integer W * M / theta, on a grid of step 2 * theta / M. Up to one bit coarser than
     :func:`population_scale`, but a power-of-two step survives the exact-float snap of the
     deployed weights (``layers.snap_to_exact_grid``), so weights trained on this grid
-    (Loihi-aware training, ``neurodeploy.loihi_aware``) arrive on it exactly.
+    (Loihi-aware training, ``neurodeploy.training.loihi_aware``) arrive on it exactly.
     """
     peaks = [float(m) for m in max_abs_weights if m > 0]
     theta = np.asarray(thresholds, np.float64)

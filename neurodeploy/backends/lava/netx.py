@@ -1,7 +1,7 @@
 """Lava-DL netx export: a chain NIR graph -> the HDF5 network ``lava.lib.dl.netx.hdf5.Network`` loads.
 
 ``write_netx(graph, path) -> dict`` runs the exact chain passes
-(:mod:`neurodeploy.graph.passes`: merge parallel projections, fold pooling into the
+(:mod:`neurodeploy.passes`: merge parallel projections, fold pooling into the
 next projection, remaining pools as depthwise convs), checks that the result is a
 chain ``Input -> [Conv2d|Affine -> LIF]* [-> linear readout] -> Output``, quantises it
 with the Lava backend's own fixed point (``compiler.Quantised``: the same integer
@@ -150,9 +150,9 @@ def _load_op(group):
 # ---------------------------------------------------------------- export
 def prepare(graph):
     """Chain passes + plan + fixed-point quantisation: (chain graph, plan, Quantised, populations in order)."""
-    from ...graph.metadata import conventions_of
-    from ...graph.check import is_chain
-    from ...graph.passes import chain_passes
+    from ...ir.conventions import conventions_of
+    from ...ir.topology import is_chain
+    from ...passes import chain_passes
     from .compiler import Quantised
     from .plan import PlanError, build_plan
 

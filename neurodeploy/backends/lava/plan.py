@@ -31,21 +31,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import nir
 import numpy as np
 
-POPULATION_TYPES = ("LIF", "IF", "CubaLIF")
-LINEAR_TYPES = ("Conv2d", "Affine", "Linear", "SumPool2d", "AvgPool2d", "Flatten")
+from ...ir import neurons
+from ...ir.nodes import SPIKING
+from ...ir.topology import conv_output_size, pair
+
+# what Lava runs: the spiking populations, and these linear nodes as Dense / Conv processes
+POPULATION_TYPES = tuple(t.__name__ for t in SPIKING)
+LINEAR_TYPES = tuple(t.__name__ for t in (nir.Conv2d, nir.Affine, nir.Linear, nir.SumPool2d, nir.AvgPool2d,
+                                          nir.Flatten))
 
 
 class PlanError(Exception):
     """A graph this backend cannot run; the message names the node."""
-
-
-def _pair(x) -> tuple:
-    a = np.asarray(x).reshape(-1)
-    if a.size == 1:
-        return int(a[0]), int(a[0])
-    return int(a[0]), int(a[1])
 
 
 @dataclass
@@ -167,11 +167,6 @@ OUTPUT = "__output__"
 
 
 # ---------------------------------------------------------------- shapes and ops
-def conv_out_hw(hw, kernel, stride, padding, dilation):
-    return tuple((hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
-                 for i in range(2))
-
-
 def _conv_padding(node, kernel, dilation):
     p = node.padding
     if isinstance(p, str):
@@ -181,7 +176,7 @@ def _conv_padding(node, kernel, dilation):
         if any(t % 2 for t in total):
             raise PlanError("asymmetric 'same' padding (even kernel) is not supported by Lava's Conv")
         return (total[0] // 2, total[1] // 2)
-    return _pair(p)
+    return pair(p)
 
 
 def make_op(name: str, node, in_shape: tuple) -> Op:
@@ -191,13 +186,13 @@ def make_op(name: str, node, in_shape: tuple) -> Op:
         if len(in_shape) != 3:
             raise PlanError(f"node '{name}' (Conv2d) gets input of shape {in_shape}, needs (C, H, W)")
         kernel = w.shape[2:]
-        stride, dilation = _pair(node.stride), _pair(node.dilation)
+        stride, dilation = pair(node.stride), pair(node.dilation)
         padding = _conv_padding(node, kernel, dilation)
         groups = int(node.groups)
         if w.shape[1] * groups != in_shape[0]:
             raise PlanError(f"node '{name}' (Conv2d): weight expects {w.shape[1] * groups} input "
                             f"channels, gets {in_shape[0]}")
-        hw = conv_out_hw(in_shape[1:], kernel, stride, padding, dilation)
+        hw = conv_output_size(in_shape[1:], kernel, stride, padding, dilation)
         bias = None if node.bias is None else np.broadcast_to(np.asarray(node.bias, np.float64),
                                                                (w.shape[0],)).copy()
         return Op(name, t, "conv", in_shape, (w.shape[0], *hw), w, bias, stride, padding,
@@ -205,10 +200,10 @@ def make_op(name: str, node, in_shape: tuple) -> Op:
     if t in ("SumPool2d", "AvgPool2d"):
         if len(in_shape) != 3:
             raise PlanError(f"node '{name}' ({t}) gets input of shape {in_shape}, needs (C, H, W)")
-        k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        k, s, p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
         c = in_shape[0]
         w = np.ones((c, 1, k[0], k[1]))
-        hw = conv_out_hw(in_shape[1:], k, s, p, (1, 1))
+        hw = conv_output_size(in_shape[1:], k, s, p, (1, 1))
         scale = 1.0 if t == "SumPool2d" else 1.0 / (k[0] * k[1])
         return Op(name, t, "conv", in_shape, (c, *hw), w, None, s, p, (1, 1), c, ones=True,
                   scale=scale)
@@ -241,28 +236,18 @@ def identity_op(name: str, shape: tuple) -> Op:
 
 # ---------------------------------------------------------------- populations
 def make_pop(name: str, node, dt: float) -> Pop:
+    """A population with the coefficients every backend uses (:func:`neurodeploy.ir.neurons.coefficients`),
+    broadcast to its full shape, in float64 (exactly the float32 values)."""
     t = type(node).__name__
-    f = lambda x: np.asarray(x, np.float64)
-    thr = f(node.v_threshold)
-    shape = thr.shape
+    shape = np.shape(node.v_threshold)
     if shape == ():
         raise PlanError(f"node '{name}' ({t}): neuron parameters are scalars; NIR needs arrays of "
                         "the full population shape")
-    vr = f(node.v_reset) if getattr(node, "v_reset", None) is not None else np.zeros(shape)
-    syn = w_in = None
-    if t in ("LIF", "CubaLIF"):
-        alpha = dt / f(node.tau if t == "LIF" else node.tau_mem)
-        decay, gain, leak = 1.0 - alpha, f(node.r) * alpha, f(node.v_leak) * alpha
-        if t == "CubaLIF":   # tau_syn di/dt = -i + w_in I, Euler (as the torch reference)
-            syn, w_in = 1.0 - dt / f(node.tau_syn), f(node.w_in) * dt / f(node.tau_syn)
-    else:  # IF, dv/dt = R I: forward Euler v += r dt I (as the torch reference backend)
-        decay, gain, leak = np.ones(shape), f(node.r) * dt, np.zeros(shape)
-    b = lambda x: np.broadcast_to(x, shape).astype(np.float64)
-    # the float32 numbers every backend uses (neurodeploy.dynamics.lif_coefficients)
-    c = lambda x: b(x).astype(np.float32).astype(np.float64)
-    pop = Pop(name, t, tuple(int(s) for s in shape), c(decay), c(gain), c(leak), c(thr), c(vr))
-    if syn is not None:
-        pop.syn_decay, pop.w_in = c(syn), c(w_in)
+    c = neurons.coefficients(node, dt)
+    full = lambda a: np.broadcast_to(a, shape).astype(np.float64)
+    pop = Pop(name, t, tuple(int(s) for s in shape), *(full(a) for a in c.arrays()))
+    if c.syn_decay is not None:
+        pop.syn_decay, pop.w_in = full(c.syn_decay), full(c.w_in)
     return pop
 
 
@@ -408,7 +393,7 @@ def conv2d_nchw(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
-    oh, ow = conv_out_hw((h, wd), (kh, kw), stride, padding, dilation)
+    oh, ow = conv_output_size((h, wd), (kh, kw), stride, padding, dilation)
     cols = np.empty((n, c, kh, kw, oh, ow), np.float64)
     for i in range(kh):
         for j in range(kw):

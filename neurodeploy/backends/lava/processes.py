@@ -149,7 +149,7 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
             self.v[:] = 0
             self.u[:] = 0
         f32 = np.float32
-        # float32, in the order of neurodeploy.dynamics.lif_scan (the torch reference)
+        # float32, in the order of neurodeploy.kernels.dynamics.lif_scan (the torch reference)
         current = (a_in + self._drive(self.drive, sample, k)).astype(f32)
         drive = current
         if self.proc_params["cuba"]:

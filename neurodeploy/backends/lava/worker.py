@@ -23,14 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _sha256(path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ...ir.io import file_sha256
 
 
 def main(request_path: str) -> int:
@@ -39,7 +32,7 @@ def main(request_path: str) -> int:
     # given explicitly (compiler.run_config), so its "Cannot import module" notes are noise
     warnings.filterwarnings("ignore", message="Cannot import module")
     import nir
-    from neurodeploy.graph.metadata import conventions_of
+    from neurodeploy.ir.conventions import conventions_of
     from .compiler import counters, run_plan
     from .plan import build_plan
 
@@ -57,7 +50,7 @@ def main(request_path: str) -> int:
                  req.get("route", "loihi2"))
     r["precision"] = precision
     c = counters(plan, r)
-    c["graph_sha256"] = _sha256(req["graph"])
+    c["graph_sha256"] = file_sha256(req["graph"])
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "outputs.npy", r["outputs"])
     np.savez(out_dir / "spike_counts.npz", **{k: v for k, v in r["per_sample"].items()})

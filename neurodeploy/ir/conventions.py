@@ -1,0 +1,86 @@
+"""The discretisation and provenance a NIR graph carries, and its defaults.
+
+NIR stores no dt, reset mode or encoding. Graphs written by this toolkit carry
+them in ``graph.metadata["neurodeploy"]`` as one JSON string (HDF5-safe, and
+other NIR readers ignore it). Every backend reads a :class:`GraphConventions`
+from here; nothing is assumed elsewhere.
+
+Graphs from other tools have no such entry: they get :data:`FOREIGN_DEFAULTS`,
+the convention of snnTorch's exporter and the NIR paper's simulators
+(dt = 1e-4, reset to v_reset, strict ">" threshold, input presented as given).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+METADATA_KEY = "neurodeploy"
+
+
+@dataclass(frozen=True)
+class GraphConventions:
+    dt: float = 1e-4
+    reset: str = "to_v_reset"           # NIR semantics: v <- v_reset on a spike, same step
+    spike_condition: str = "v > v_threshold"
+    encoding: str = "direct"            # direct: a static input is the current at every step
+    readout: str = "spike_count"        # prediction = argmax of output spikes summed over T
+    timesteps: Optional[int] = None
+    input_shape: Optional[tuple] = None  # batch-free
+    num_classes: Optional[int] = None
+    model: Optional[str] = None
+    twin: Optional[str] = None
+    dataset: Optional[str] = None
+    checkpoint: Optional[str] = None
+    checkpoint_sha256: Optional[str] = None
+    toolkit_version: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+    from_metadata: bool = False         # False: defaults for a foreign graph
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("from_metadata")
+        return json.dumps(d, sort_keys=True)
+
+
+FOREIGN_DEFAULTS = GraphConventions()
+
+
+def conventions_of(graph) -> GraphConventions:
+    """Read the conventions of a graph (ours), or the defaults (anyone's)."""
+    meta = getattr(graph, "metadata", None) or {}
+    raw = meta.get(METADATA_KEY)
+    if raw is None:
+        return FOREIGN_DEFAULTS
+    if hasattr(raw, "item"):  # numpy scalar from h5py
+        raw = raw.item()
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf8")
+    return _parse(raw)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(raw: str) -> GraphConventions:
+    """One JSON string -> conventions (memoised: every backend and report asks, the text
+    is the same; GraphConventions is frozen, so sharing the result is safe)."""
+    d = json.loads(raw)
+    if d.get("input_shape") is not None:
+        d["input_shape"] = tuple(d["input_shape"])
+    known = set(GraphConventions.__dataclass_fields__) - {"from_metadata"}
+    extra = {k: v for k, v in d.items() if k not in known}
+    d = {k: v for k, v in d.items() if k in known}
+    d.setdefault("extra", {}).update(extra)
+    return GraphConventions(**d, from_metadata=True)
+
+
+def with_conventions(graph, conventions: GraphConventions):
+    """Store conventions in the graph's metadata (in place) and return the graph."""
+    meta = dict(getattr(graph, "metadata", None) or {})
+    meta[METADATA_KEY] = conventions.to_json()
+    graph.metadata = meta
+    return graph
+
+
+__all__ = ["GraphConventions", "FOREIGN_DEFAULTS", "conventions_of", "with_conventions",
+           "METADATA_KEY", "replace"]

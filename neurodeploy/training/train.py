@@ -1,0 +1,261 @@
+"""Surrogate-gradient training of the zoo's twins, with checkpoints, cards and resume.
+
+Loss: rate-coded cross-entropy. The spiking twin's score for class k is its
+output summed over the T timesteps (the spike count of the last population,
+averaged over space where the architecture pools it), and the loss is
+cross-entropy on those counts; the CNN twin uses its logits. Gradients through
+spikes use the arctan surrogate (:mod:`neurodeploy.kernels.dynamics`).
+
+Model selection: the best epoch on a held-out validation slice of the
+training split (seeded, never the test split); test accuracy and macro-F1
+are measured once on the test split for the card. Everything is seeded; on
+the CPU two runs with the same arguments give the same weights.
+
+Resume: after every epoch ``<twin>.last.pt`` in the output folder holds the
+model, optimiser, schedule and the best so far; a new run with the same
+arguments continues from it.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, data
+from ..architectures import Twin, TwinModel, build, count_macs, count_parameters
+from ..errors import NeurodeployError
+from ..fsutil import atomic_output
+from ..measure.metrics import macro_f1
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str = "mnist5k"
+    twin: str = "snn"
+    timesteps: int = 4
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    input_size: int | None = None
+    val_fraction: float = 0.1
+    augment: bool = False
+    beta: float = 0.9
+    threshold: float = 1.0
+    surrogate_slope: float = 2.0
+    arguments: dict = field(default_factory=dict)   # architecture extras, e.g. fires
+    limit: int | None = None                         # train on the first N samples (quick runs, tests)
+    init_from: str | None = None                     # start from this checkpoint's weights (e.g. the CNN twin)
+    loihi_aware: bool = False                        # BatchNorm frozen, weights on Loihi's grid (loihi_aware.py)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NeurodeployError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise NeurodeployError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def evaluate(model: TwinModel, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
+             device="cpu") -> dict:
+    model.eval()
+    preds = []
+    for i in range(0, len(x), batch_size):
+        preds.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
+    pred = torch.cat(preds).numpy()
+    truth = y.numpy()
+    return {"accuracy": float((pred == truth).mean()),
+            "macro_f1": macro_f1(truth, pred, int(model.arguments["num_classes"])),
+            "samples": int(len(truth))}
+
+
+def code_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def build_from_config(cfg: TrainConfig, num_classes: int, channels: int, size: int) -> TwinModel:
+    twin = Twin(cfg.twin, beta=cfg.beta, threshold=cfg.threshold, surrogate_slope=cfg.surrogate_slope)
+    return build(cfg.model, twin, num_classes=num_classes, input_size=size, in_channels=channels,
+                 timesteps=cfg.timesteps, **cfg.arguments)
+
+
+def _transfer_state(source: dict, model: TwinModel) -> dict:
+    """The model's state with every tensor of ``source`` whose name and shape fit.
+
+    This is how a spiking twin starts from its trained CNN twin (the paper's
+    CNN-to-SNN conversion, then surrogate-gradient fine-tuning): both twins come
+    from one definition, so their weights line up by name; layers that exist in
+    one twin only (squeeze-excitation) are skipped.
+    """
+    state = model.state_dict()
+    for k, v in source.items():
+        if k in state and state[k].shape == v.shape:
+            state[k] = v.clone()
+    return state
+
+
+def _split_train_val(n: int, fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = None,
+          after_step=None) -> dict:
+    """Train one twin; writes ``<out>/<twin>.pt`` (+ .json card) and returns the card.
+
+    progress: an optional ``rich.progress.Progress``. init_state: weights to
+    start from (pruning carries weights over this way). after_step: called
+    with the model after every optimiser step (pruning re-applies its masks).
+    """
+    out_dir = Path(out_dir)
+    if cfg.loihi_aware:     # the decay goes on Loihi's 12-bit grid with the weights (loihi_aware.py)
+        from .loihi_aware import loihi_decay
+        cfg = replace(cfg, beta=loihi_decay(cfg.beta))
+    device = resolve_device(cfg.device)
+    info = data.get_info(cfg.dataset)
+    size = cfg.input_size or (32 if cfg.dataset == "mnist5k" else info.image_size)
+    torch.manual_seed(cfg.seed)
+    x_all, y_all = data.load_tensors(cfg.dataset, "train", size, cfg.data_dir, limit=cfg.limit)
+    x_test, y_test = data.load_tensors(cfg.dataset, "test", size, cfg.data_dir)
+    tr, va = _split_train_val(len(y_all), cfg.val_fraction, cfg.seed)
+    x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
+
+    model = build_from_config(cfg, info.num_classes, info.channels, size).to(device)
+    init_card = None
+    if cfg.init_from and init_state is None:
+        start_from = checkpoint.read(cfg.init_from)
+        init_state, init_card = _transfer_state(start_from["state_dict"], model), start_from["card"]
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    if cfg.loihi_aware:
+        if cfg.twin != "snn":
+            raise NeurodeployError("--loihi-aware fine-tunes a spiking twin; it has no meaning for the CNN twin")
+        from . import loihi_aware
+        accuracy_before = evaluate(model, x_test, y_test, device=device)["accuracy"] if cfg.init_from else None
+        on_grid = loihi_aware.OnTheGrid(model, (info.channels, size, size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path = out_dir / f"{cfg.twin}.last.pt"
+    start_epoch, best, history = 0, {"val_accuracy": -1.0}, []
+    if last_path.exists():
+        try:   # weights_only: tensors, numbers, strings and containers; no code from the file runs
+            state = torch.load(last_path, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch.load raises many types on foreign files
+            raise NeurodeployError(f"{last_path}: not a resume state this toolkit wrote ({type(e).__name__}); "
+                                   "delete it to start over") from None
+        if state.get("config") == asdict(cfg):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start_epoch, best, history = state["epoch"], state["best"], state["history"]
+            torch.set_rng_state(state["rng"])
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(start_epoch):            # replay the data order of finished epochs
+        torch.randperm(len(y_tr), generator=gen)
+    task = progress.add_task(f"{cfg.model}/{cfg.twin}", total=cfg.epochs * steps_per_epoch,
+                             completed=start_epoch * steps_per_epoch, status="") if progress else None
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = torch.randperm(len(y_tr), generator=gen)
+        seen, correct, loss_sum = 0, 0, 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            xb, yb = x_tr[idx], y_tr[idx]
+            if cfg.augment:
+                xb = data.augment_batch(xb, padding=size // 8, flip=info.flip, generator=gen,
+                                        fill=info.zero_level)
+            xb, yb = xb.to(device), yb.to(device)
+            scores = model(xb)
+            loss = F.cross_entropy(scores, yb)
+            if not torch.isfinite(loss):
+                raise NeurodeployError(f"training {cfg.model}/{cfg.twin} diverged: loss is {loss.item()} at epoch "
+                                       f"{epoch + 1}; lower --lr (now {cfg.lr}) or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                after_step(model)
+            seen += len(yb)
+            correct += int((scores.argmax(1) == yb).sum())
+            loss_sum += loss.item() * len(yb)
+            if progress:
+                progress.update(task, advance=1, status=f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} "
+                                                         f"acc {correct / seen:.3f}")
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:   # a spiking twin's loss can stay finite while its weights are NaN (NaN never spikes)
+            raise NeurodeployError(f"training {cfg.model}/{cfg.twin} diverged: {len(bad)} weight tensors hold "
+                                   f"NaN/inf after epoch {epoch + 1} (first: {bad[0]}); lower --lr (now {cfg.lr})")
+        val = evaluate(model, x_va, y_va, device=device)
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                        "val_accuracy": val["accuracy"]})
+        if val["accuracy"] > best["val_accuracy"]:
+            best = {"val_accuracy": val["accuracy"], "epoch": epoch + 1,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        with atomic_output(last_path) as tmp:    # a crash mid-write leaves the previous resume state
+            torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
+                        "rng": torch.get_rng_state()}, tmp)
+        if progress:
+            progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} val acc {val['accuracy']:.3f}")
+
+    model.load_state_dict(best["state"])
+    if cfg.loihi_aware:
+        on_grid.freeze()
+    test = evaluate(model, x_test, y_test, device=device)
+    cnn_twin = build_from_config(TrainConfig(**{**asdict(cfg), "twin": "cnn"}), info.num_classes, info.channels, size)
+    card = {
+        "model": cfg.model, "twin": cfg.twin, "architecture": model.arguments,
+        "dataset": cfg.dataset, "input_shape": [info.channels, size, size],
+        "split": {"train": int(len(tr)), "validation": int(len(va)), "test": int(len(y_test)),
+                  "validation_rule": f"seeded {cfg.val_fraction:.0%} of the train split (numpy default_rng({cfg.seed}))"},
+        "timesteps": model.timesteps,
+        "neuron": ({"type": "LIF", "beta": cfg.beta, "threshold": cfg.threshold, "reset": "zero",
+                    "surrogate": f"atan(slope={cfg.surrogate_slope})", "encoding": "direct",
+                    "readout": "output summed over timesteps (spike count of the last population)"}
+                   if cfg.twin == "snn" else {"type": "ReLU"}),
+        "optimiser": {"name": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size},
+        "schedule": "one-cycle (15% warm-up, cosine decay)", "epochs": cfg.epochs, "best_epoch": best["epoch"],
+        "augment": cfg.augment, "seed": cfg.seed, "device": str(device),
+        "validation_accuracy": best["val_accuracy"],
+        "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+        "parameters": count_parameters(model), "cnn_macs": count_macs(cnn_twin, (info.channels, size, size)),
+        "history": history, "train_seconds": round(time.time() - t0, 1), "code_commit": code_commit(),
+        "notes": ("evaluated with deployed arithmetic: BatchNorm folded, weights snapped to the exact grid"
+                  if cfg.twin == "snn" else "standard eval-mode BatchNorm"),
+        "config": asdict(cfg),
+    }
+    if cfg.loihi_aware:
+        card["loihi_aware"] = {
+            "weights": "on the Loihi 8-bit grid of their population, BatchNorm frozen (neurodeploy/loihi_aware.py)",
+            "test_accuracy_before": accuracy_before,
+            "started_from": init_card.get("config") if init_card else None}
+    model.name = cfg.model
+    checkpoint.save(out_dir / f"{cfg.twin}.pt", model, card)
+    last_path.unlink(missing_ok=True)
+    return card
