@@ -42,7 +42,7 @@ test-fast: env
 # commands run from outside the checkout (CI runs this after the tests).
 INSTALL_CHECK ?= /tmp/neurodeploy-install-check
 install-check:
-	rm -rf $(INSTALL_CHECK) && $(PYTHON) -m venv $(INSTALL_CHECK)/venv
+	rm -rf $(INSTALL_CHECK) build *.egg-info && $(PYTHON) -m venv $(INSTALL_CHECK)/venv
 	$(INSTALL_CHECK)/venv/bin/python -m pip install --quiet "torch==2.13.0" || \
 		$(INSTALL_CHECK)/venv/bin/python -m pip install --quiet "torch>=2.3,<3"
 	$(INSTALL_CHECK)/venv/bin/python -m pip install --quiet .
@@ -51,7 +51,7 @@ install-check:
 	cd $(INSTALL_CHECK) && venv/bin/neurodeploy models
 	cd $(INSTALL_CHECK) && venv/bin/neurodeploy export --model pruned_squeezenet -o p.nir
 	cd $(INSTALL_CHECK) && venv/bin/neurodeploy energy p.nir --targets cmos45nm,loihi --samples 8
-	rm -rf $(INSTALL_CHECK)
+	rm -rf $(INSTALL_CHECK) build *.egg-info
 
 # Re-train the committed zoo (every model, both twins, the recipes in neurodeploy/zoo.py).
 zoo: env

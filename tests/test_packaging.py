@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,8 +24,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # build from a copy of what the repository tracks: no build/ left over from an earlier build
+    # (setuptools reuses it) and no untracked file can slip into the wheel
+    src = tmp / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                             check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, tracked):
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp / "dist"), str(REPO)], check=True, capture_output=True)
+                    str(tmp / "dist"), str(src)], check=True, capture_output=True)
     wheel = next((tmp / "dist").glob("neurodeploy-*.whl"))
     site = tmp / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
