@@ -15,6 +15,8 @@ _API = {
     "read": ("neurodeploy.ir.io", "read_graph"),
     "save": ("neurodeploy.ir.io", "write_graph"),
     "conventions_of": ("neurodeploy.ir.conventions", "conventions_of"),
+    "export": ("neurodeploy.exporters", "export"),
+    "verify": ("neurodeploy.exporters.module", "verify"),
     "compile": ("neurodeploy.backends", "compile"),
     "compare": ("neurodeploy.measure.compare", "compare"),
     "price": ("neurodeploy.measure.energy", "price"),

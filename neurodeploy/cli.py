@@ -243,18 +243,40 @@ def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model t
 def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo model to export."),
            checkpoint_path: Optional[Path] = typer.Option(None, "--checkpoint", help="Any checkpoint this toolkit "
                                                                                       "wrote (default: the zoo's)."),
+           module: Optional[str] = typer.Option(None, "--module", help="Your own network: FILE.py:NAME, NAME a "
+                                                                      "module class (no-argument constructor) or a "
+                                                                      "function returning a module."),
+           weights: Optional[Path] = typer.Option(None, "--weights", help="--module: a state_dict (.pt) to load."),
+           input_shape: Optional[str] = typer.Option(None, "--input-shape", help="--module: the per-sample input "
+                                                                                "shape, e.g. 1,28,28."),
+           snap: bool = typer.Option(False, "--snap", help="--module: put weights on the exact power-of-two grid "
+                                                           "first (every sum over spikes exact; reports what it "
+                                                           "changed)."),
+           dt: Optional[float] = typer.Option(None, help="--module: dt recorded in the graph (default snnTorch's "
+                                                         "1e-4, so that beta = 1 - dt/tau)."),
+           input_file: Optional[Path] = typer.Option(None, "--input", help="--module: .npy inputs (N, ...) to check "
+                                                                           "the export on (default: 16 random)."),
+           require_exact: bool = typer.Option(False, "--require-exact", help="--module: exit 1 unless the graph "
+                                                                             "reproduces the module spike for spike."),
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: NAME.nir)."),
            fmt: str = typer.Option("nir", "--format", help="nir, onnx or netx."),
            twin: str = typer.Option("snn", help="onnx only: snn (one timestep, explicit state) or cnn."),
            timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="T recorded in the graph "
-                                                                                    "(default: the trained T)."),
+                                                                                    "(default: the trained T; "
+                                                                                    "--module: 8)."),
            as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON.")):
-    """Export a trained spiking network to NIR (exact lowering), ONNX or Lava-DL netx."""
+    """Export a spiking network to NIR (exact lowering), ONNX or Lava-DL netx: a zoo model, a
+    checkpoint, or your own torch / snnTorch module."""
+    if module is not None:
+        if model or checkpoint_path:
+            raise NeurodeployError("give --module or --model/--checkpoint, not both")
+        return _export_module(module, weights, input_shape, timesteps or 8, dt, snap, input_file, require_exact,
+                              output, fmt, as_json)
     from .training import checkpoint, zoo
     from .architectures import check_name
     if checkpoint_path is None:
         if model is None:
-            raise NeurodeployError("give --model NAME (a zoo model) or --checkpoint PATH")
+            raise NeurodeployError("give --model NAME (a zoo model), --checkpoint PATH or --module FILE.py:NAME")
         check_name(model)
         checkpoint_path = zoo.checkpoint_path(model, twin if fmt == "onnx" else "snn")
         if not checkpoint_path.exists():
@@ -282,6 +304,61 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
         raise NeurodeployError(f"unknown format {fmt!r}; choose nir, onnx or netx")
     err.print(f"wrote {output}")
     emit({"output": str(output), "format": fmt, "checkpoint": str(checkpoint_path), **summary}, as_json)
+
+
+def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, require_exact, output, fmt,
+                   as_json):
+    """export --module: load the user's network, export it, check it spike for spike, write it."""
+    import numpy as np
+    from .check import summarize
+    from .exporters.module import export as export_module, verify
+    from .exporters.user import load_module, parse_shape
+    from .ir.io import write_graph
+    if fmt != "nir":
+        raise NeurodeployError("--module exports to NIR (--format nir); other formats take zoo models")
+    if input_shape is None:
+        raise NeurodeployError("--module needs --input-shape, the per-sample input shape, e.g. 1,28,28")
+    shape = parse_shape(input_shape)
+    net, name = load_module(spec, weights)
+    graph = export_module(net, shape, timesteps=timesteps, dt=dt, snap=snap, name=name)
+    if input_file is not None:
+        from .measure.inputs import _load_npy
+        x = _load_npy(input_file, "input")[:64]
+        if tuple(x.shape[1:]) != shape:
+            raise NeurodeployError(f"{input_file}: samples of shape {tuple(x.shape[1:])}, but --input-shape is {shape}")
+        checked_on = f"{len(x)} samples of {input_file.name}"
+    else:
+        x = np.random.default_rng(0).random((16,) + shape, dtype=np.float32)
+        checked_on = "16 random inputs in [0, 1) (give --input for real data)"
+    report = verify(net, graph, x, timesteps, snap=snap)
+    output = output or Path(f"{name}.nir")
+    write_graph(output, graph)
+    summary = {k: v for k, v in summarize(graph).items() if not k.endswith("_table")}
+    result = {"output": str(output), "format": "nir", "module": spec, "checked_on": checked_on,
+              "exactness": report, **summary}
+
+    def render(o):
+        e = o["exactness"]
+        vs = e["graph_vs_module"]
+        pops = vs["populations"]
+        out.print(f"wrote {o['output']}: {o['populations']} populations, {o['projections']} projections")
+        out.print(f"checked on {o['checked_on']}, T={e['timesteps']}: outputs "
+                  + ("identical to the module's" if vs["identical_outputs"] else
+                     f"{vs['output_value_agreement']:.2%} of values equal, predictions agree "
+                     f"{vs['prediction_agreement']:.2%}")
+                  + f"; {vs['identical_populations']}/{len(pops)} populations spike identically")
+        if snap:
+            s = e["snap_vs_module"]
+            out.print(f"--snap changed the module's outputs in {1 - s['output_value_agreement']:.2%} of values "
+                      f"(predictions agree {s['prediction_agreement']:.2%}); the graph reproduces the snapped "
+                      f"module: {'exactly' if e['graph_vs_deployed']['identical_outputs'] else 'NOT exactly'}")
+        elif not e["exact"]:
+            out.print("[yellow]not bit-exact[/]: folding or splitting changed float rounding; --snap makes every "
+                      "sum over spikes exact")
+    emit(result, as_json, render)
+    if require_exact and not (report["graph_vs_deployed"]["identical_outputs"] if snap else report["exact"]):
+        err.print("the exported graph does not reproduce the module exactly (--require-exact)")
+        raise typer.Exit(1)
 
 
 @app.command()

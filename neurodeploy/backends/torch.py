@@ -248,9 +248,13 @@ class _NeuronParams:
 
 
 class _Population(_Op):
-    def __init__(self, name, node, device, dt):
+    def __init__(self, name, node, device, dt, reset: str = "to_v_reset"):
         super().__init__(name, node, device)
         self.kind = type(node).__name__
+        if reset not in neurons.RESET_MODES:
+            raise NeurodeployError(f"population {name}: unknown reset mode {reset!r} in the graph's metadata "
+                                   f"(known: {', '.join(neurons.RESET_MODES)})")
+        self.reset = reset
         c = neurons.coefficients(node, dt)
         t = lambda a: None if a is None else _as_tensor(a, device)
         self.p = _NeuronParams(t(c.decay), t(c.gain), t(c.leak), t(c.threshold) if c.spiking else None,
@@ -355,8 +359,9 @@ class _Population(_Op):
         return out.view((T, b) + out_shape), counts
 
     def compiled_loop_fits(self, x) -> bool:
-        return (lif_cpu.AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.spiking and self.p.syn_decay is None and not x.requires_grad and x.dim() in (2, 4))
+        return (lif_cpu.AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32 and self.spiking
+                and self.reset == "to_v_reset" and self.p.syn_decay is None and not x.requires_grad
+                and x.dim() in (2, 4))
 
     def _memory_order_params(self, shape, channels_last) -> dict:
         """The LIF coefficients as (1,) when uniform, else (rows, channels) in memory order."""
@@ -377,7 +382,8 @@ class _Population(_Op):
     def scan(self, current, state=None):
         """current: (T, B, *shape) -> output (T, B, *shape); state carried for step-by-step runs."""
         p = self.p
-        if state is None and self.spiking and p.syn_decay is None and not current.requires_grad:
+        if (state is None and self.spiking and self.reset == "to_v_reset" and p.syn_decay is None
+                and not current.requires_grad):
             return self._fast_scan(current)
         v = state["v"] if state else torch.zeros_like(current[0])
         i_syn = state.get("i") if state else None
@@ -389,14 +395,32 @@ class _Population(_Op):
             if p.syn_decay is not None:
                 i_syn = p.syn_decay * i_syn + p.w_in * drive
                 drive = i_syn
-            v = p.decay * v + p.gain * drive + p.leak
+            u = p.decay * v + p.gain * drive + p.leak
             if self.spiking:
-                s = (v - p.threshold > 0).to(v.dtype)
-                v = torch.where(s > 0, p.v_reset.expand_as(v), v)
+                s, v = self._fire_and_reset(u, v)
                 outs.append(s)
             else:
+                v = u
                 outs.append(v)
         return torch.stack(outs), {"v": v, "i": i_syn}
+
+    def _fire_and_reset(self, u, v):
+        """Spikes and the new state from the update u and the previous state v, in the
+        population's reset mode (ir/neurons.py gives the equations; the operations are
+        snnTorch's own, in its order, so that float32 results are identical)."""
+        thr = self.p.threshold
+        if self.reset == "to_v_reset":
+            s = (u - thr > 0).to(u.dtype)
+            return s, torch.where(s > 0, self.p.v_reset.expand_as(u), u)
+        if self.reset == "none":
+            return (u - thr > 0).to(u.dtype), u
+        r = (v - thr > 0).to(u.dtype)        # the reset carried over from the previous step
+        if self.reset == "zero_delayed":
+            v = u - r * u
+            return (v - thr > 0).to(u.dtype), v
+        m = u - r * thr
+        s = (m - thr > 0).to(u.dtype)
+        return s, (m if self.reset == "subtract_delayed" else m - (s - r) * thr)
 
 
 @dataclass
@@ -560,7 +584,7 @@ class TorchProgram:
         if isinstance(node, PROJECTIONS):
             return _Projection(name, node, self.device)
         if isinstance(node, POPULATIONS):
-            return _Population(name, node, self.device, self.dt)
+            return _Population(name, node, self.device, self.dt, self.conventions.reset_of(name))
         if isinstance(node, nir.Flatten):
             return _Flatten(name, node, self.device)
         if isinstance(node, nir.Threshold):

@@ -105,6 +105,7 @@ class _Builder:
     shapes: dict = field(default_factory=dict)      # node -> per-sample output shape
     zero_channels: dict = field(default_factory=dict)  # node -> bool mask of channels known to be 0
     readers: dict = field(default_factory=dict)   # node -> how many fx values hold a term of it
+    resets: dict = field(default_factory=dict)    # population -> reset mode, where not NIR's own
 
     def add(self, name, node, shape, zero=None):
         base, i = name, 1
@@ -150,15 +151,40 @@ def _merge_terms(terms):
     return list(merged.values())
 
 
-def _conv_node(weight, bias, conv: nn.Conv2d, in_shape):
+def _conv_node(weight, bias, conv, in_shape):
     return nir.Conv2d(input_shape=tuple(int(s) for s in in_shape[1:]), weight=weight.astype(np.float32),
                       stride=tuple(conv.stride), padding=tuple(conv.padding), dilation=tuple(conv.dilation),
                       groups=int(conv.groups), bias=bias.astype(np.float32))
 
 
-def _lower_conv(b: _Builder, name: str, module: ConvBN, value: Wiring, out_shape) -> Wiring:
-    w, bias = (t.cpu().numpy() for t in module.deployed_parameters())
-    conv = module.conv
+@dataclass
+class ConvGeometry:
+    """What a Conv2d lowering needs besides its weights (an nn.Conv2d has the same fields)."""
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    in_channels: int
+
+
+def _geometry(conv: nn.Conv2d, name: str) -> ConvGeometry:
+    if conv.padding_mode != "zeros":
+        raise NeurodeployError(f"{name}: padding_mode {conv.padding_mode!r} has no NIR form (zero padding only)")
+    padding = conv.padding
+    if isinstance(padding, str):       # "same" / "valid" (stride 1): the symmetric integer padding
+        k = conv.kernel_size
+        total = [conv.dilation[i] * (k[i] - 1) for i in range(2)]
+        if padding == "same" and any(t % 2 for t in total):
+            raise NeurodeployError(f"{name}: padding='same' with an even kernel is asymmetric; NIR pads "
+                                   "symmetrically")
+        padding = (0, 0) if padding == "valid" else (total[0] // 2, total[1] // 2)
+    return ConvGeometry(tuple(conv.stride), tuple(padding), tuple(conv.dilation), int(conv.groups),
+                        int(conv.in_channels))
+
+
+def _lower_conv(b: _Builder, name: str, w: np.ndarray, bias: np.ndarray, conv: ConvGeometry, value: Wiring,
+                out_shape) -> Wiring:
+    """A Conv2d (weights w, bias, geometry) applied to ``value``: one NIR projection per source term."""
     c_out = w.shape[0]
     terms = []
     bias_done = np.zeros(c_out, bool)
@@ -201,14 +227,26 @@ def _lower_conv(b: _Builder, name: str, module: ConvBN, value: Wiring, out_shape
     return Wiring(terms, tuple(out_shape))
 
 
-def _lower_linear(b: _Builder, name, module: LinearOut, value: Wiring, out_shape) -> Wiring:
-    w, bias = (t.cpu().numpy() for t in module.deployed_parameters())
-    if len(value.terms) != 1 or not _is_identity(b, value.terms[0], value.channels):
-        raise NeurodeployError(f"{name}: a linear layer must read one population or pool as it is")
-    src = value.terms[0].source
-    nm = b.add(name, nir.Affine(weight=w.astype(np.float32), bias=bias.astype(np.float32)), out_shape)
-    b.connect(src, nm)
-    return Wiring([_identity_term(nm, w.shape[0])], tuple(out_shape))
+def _lower_linear(b: _Builder, name, w: np.ndarray, bias: np.ndarray, value: Wiring, out_shape) -> Wiring:
+    """A linear layer on a flat value: one Affine per source term (its columns placed where the
+    term's features come from), summed by fan-in; the bias enters once."""
+    if len(value.shape) != 1:
+        raise NeurodeployError(f"{name}: a linear layer needs a flat input (flatten before it)")
+    terms = []
+    for j, term in enumerate(value.terms):
+        used = term.select >= 0
+        if len(value.terms) == 1 and _is_identity(b, term, value.channels):
+            wj = w
+        else:
+            wj = np.zeros((w.shape[0], b.shapes[term.source][0]), np.float32)
+            if len(set(term.select[used].tolist())) != int(used.sum()):
+                raise NeurodeployError(f"{name}: a source feature feeds two inputs; no exact lowering")
+            wj[:, term.select[used]] = w[:, used]
+        node = nir.Affine(weight=wj.astype(np.float32), bias=(bias if j == 0 else np.zeros_like(bias)).astype(np.float32))
+        nm = b.add(name if len(value.terms) == 1 else f"{name}@{term.source}", node, out_shape)
+        b.connect(term.source, nm)
+        terms.append(_identity_term(nm, w.shape[0]))
+    return Wiring(terms, tuple(out_shape))
 
 
 def _selection_conv(b: _Builder, name, term: Term, channels, spatial):
@@ -253,10 +291,13 @@ def _write_slice(b: _Builder, term: Term, channels: int) -> bool:
     return True
 
 
-def _lower_lif(b: _Builder, name, module: LIF, value: Wiring) -> Wiring:
+def _lower_population(b: _Builder, name, pop, value: Wiring) -> Wiring:
+    """A neuron population (:class:`neurodeploy.exporters.neurons.Population`) fed by ``value``,
+    with its recurrent projection, if any, as an edge back onto itself."""
     shape = value.shape
-    p = module.nir_parameters(shape)
-    nm = b.add(name, nir.LIF(**p), shape)
+    nm = b.add(name, pop.node, shape)
+    if pop.reset != "to_v_reset":
+        b.resets[nm] = pop.reset
     for term in value.terms:
         if _is_identity(b, term, value.channels) or _write_slice(b, term, value.channels):
             b.connect(term.source, nm)
@@ -264,7 +305,24 @@ def _lower_lif(b: _Builder, name, module: LIF, value: Wiring) -> Wiring:
             b.connect(_selection_conv(b, name, term, shape[0], shape[1:]), nm)
         else:
             raise NeurodeployError(f"{name}: cannot wire a permuted flat input into a population")
+    if pop.recurrent is not None:
+        rec = _recurrent_node(name, pop.recurrent, shape)
+        rn = b.add(f"{name}.recurrent", rec, shape)
+        b.connect(nm, rn)
+        b.connect(rn, nm)
     return Wiring([_identity_term(nm, shape[0])], shape)
+
+
+def _recurrent_node(name, rec, shape):
+    """The projection from a population's spikes back onto its input (applied one step late)."""
+    if isinstance(rec, nn.Linear):
+        return nir.Linear(weight=rec.weight.detach().cpu().float().numpy())
+    if isinstance(rec, nn.Conv2d):
+        g = _geometry(rec, name)
+        w = rec.weight.detach().cpu().float().numpy()
+        return _conv_node(w, np.zeros(w.shape[0], np.float32), g, (None,) + tuple(shape))
+    v = rec.V.detach().cpu().float().numpy() if torch.is_tensor(rec.V) else np.asarray(rec.V, np.float32)
+    return nir.Scale(scale=np.ascontiguousarray(np.broadcast_to(v.astype(np.float32), shape)))
 
 
 def _lower_pool(b: _Builder, name, module: nn.AvgPool2d, value: Wiring, out_shape) -> Wiring:
@@ -283,40 +341,119 @@ def _lower_pool(b: _Builder, name, module: nn.AvgPool2d, value: Wiring, out_shap
     return Wiring(terms, tuple(out_shape))
 
 
-def _lower_flatten(b: _Builder, name, module: nn.Flatten, value: Wiring, out_shape) -> Wiring:
-    if len(value.terms) != 1 or not _is_identity(b, value.terms[0], value.channels):
-        raise NeurodeployError(f"{name}: flatten must read one population or pool as it is")
-    src = value.terms[0].source
-    node = nir.Flatten(input_type={"input": np.array(b.shapes[src])}, start_dim=0, end_dim=-1)
-    nm = b.add(name, node, out_shape)
-    b.connect(src, nm)
-    return Wiring([_identity_term(nm, out_shape[0])], tuple(out_shape))
+def _lower_flatten(b: _Builder, name, value: Wiring, out_shape, start_dim=1, end_dim=-1) -> Wiring:
+    """Flatten every per-sample dimension (NIR Flatten of the batch-free shape)."""
+    if start_dim not in (1, -len(value.shape)) or end_dim not in (-1, len(value.shape)):
+        raise NeurodeployError(f"{name}: only a flatten of all per-sample dimensions (start_dim=1) can be "
+                               "lowered")
+    if len(value.shape) == 1:
+        return value
+    terms = []
+    for term in value.terms:      # one Flatten per source; a term's channel selection becomes a feature selection
+        src_shape = b.shapes[term.source]
+        node = nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=0, end_dim=-1)
+        nm = b.add(name if len(value.terms) == 1 else f"{name}@{term.source}", node, (int(np.prod(src_shape)),))
+        b.connect(term.source, nm)
+        per_channel = int(np.prod(src_shape[1:]))
+        within = np.arange(per_channel)
+        select = np.where(term.select[:, None] >= 0, term.select[:, None] * per_channel + within[None, :], -1)
+        terms.append(Term(nm, select.reshape(-1)))
+    return Wiring(terms, tuple(out_shape))
 
 
 REFUSED = {
-    nn.MaxPool2d: "max pooling has no exact spiking form (the spiking twins use average pooling)",
+    nn.MaxPool2d: "max pooling has no exact spiking form (average pooling does: use nn.AvgPool2d)",
+    nn.MaxPool1d: "max pooling has no exact spiking form (average pooling does)",
     SqueezeExcite: "squeeze-excitation multiplies activations by a sigmoid gate, which has no exact spiking form",
-    nn.ReLU: "ReLU is the CNN twin's activation; export the spiking twin (its LIF populations)",
+    nn.ReLU: "a ReLU between spiking layers has no spiking form; the spiking twin uses LIF populations",
     nn.Sigmoid: "a sigmoid gate has no exact spiking form", nn.SiLU: "swish has no exact spiking form",
-    nn.AdaptiveAvgPool2d: "adaptive pooling: use a fixed AvgPool2d so the graph has a fixed shape",
+    nn.Tanh: "tanh has no exact spiking form", nn.Softmax: "softmax has no spiking form; read out spike counts",
+    nn.GELU: "GELU has no exact spiking form", nn.LeakyReLU: "leaky ReLU has no exact spiking form",
 }
+PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)   # in eval mode
 
 
 def _shape(node) -> tuple:
     meta = node.meta.get("tensor_meta")
+    if not hasattr(meta, "shape"):     # a neuron returning (spikes, membrane): the spikes
+        meta = meta[0]
     return tuple(int(s) for s in meta.shape[1:])
 
 
-def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
-    """The lowering pass: a spiking TwinModel -> a NIR graph of populations and projections."""
-    if not model.twin.spiking:
-        raise NeurodeployError("NIR export takes the spiking twin (--twin snn); "
-                               "export the CNN twin with --format onnx")
-    gm = trace(model, input_shape)
+def _deployed(module) -> tuple:
+    """(weight, bias) as numpy float32, the numbers the lowering writes: a zoo twin's deployed
+    parameters (BatchNorm folded, snapped), or an ordinary layer's own (after fold_batchnorm)."""
+    if isinstance(module, (ConvBN, LinearOut)):
+        return tuple(t.cpu().numpy() for t in module.deployed_parameters())
+    w = module.weight.detach().cpu().float().numpy()
+    bias = module.bias.detach().cpu().float().numpy() if module.bias is not None else np.zeros(w.shape[0],
+                                                                                                 np.float32)
+    return w, bias
+
+
+def _check_finite(name, *arrays):
+    for a in arrays:
+        if not np.all(np.isfinite(a)):
+            raise NeurodeployError(f"{name}: NaN or infinite weights; the network is broken (retrain or reload it)")
+
+
+def _lower_module(b: _Builder, name: str, mod, arg, node, dt) -> Wiring:
+    """One traced module call (a leaf) -> NIR nodes; the value it produces."""
+    from .neurons import is_neuron, population
+    if isinstance(mod, PASS_THROUGH):
+        return arg
+    if type(mod) in REFUSED:
+        raise NeurodeployError(f"cannot export {name} ({type(mod).__name__}): {REFUSED[type(mod)]}")
+    if isinstance(mod, (ConvBN, nn.Conv2d)):
+        w, bias = _deployed(mod)
+        _check_finite(name, w, bias)
+        return _lower_conv(b, name, w, bias, _geometry(mod.conv if isinstance(mod, ConvBN) else mod, name), arg,
+                           _shape(node))
+    if isinstance(mod, (LinearOut, nn.Linear)):
+        w, bias = _deployed(mod)
+        _check_finite(name, w, bias)
+        return _lower_linear(b, name, w, bias, arg, _shape(node))
+    if isinstance(mod, nn.BatchNorm2d):       # not after a conv: a per-channel affine map, a depthwise 1x1 conv
+        scale = (mod.weight / torch.sqrt(mod.running_var + mod.eps)).detach().double()
+        shift = (mod.bias.detach().double() - mod.running_mean.double() * scale)
+        c = int(scale.numel())
+        geom = ConvGeometry((1, 1), (0, 0), (1, 1), c, c)
+        return _lower_conv(b, name, scale.float().numpy().reshape(c, 1, 1, 1), shift.float().numpy(), geom, arg,
+                           _shape(node))
+    if is_neuron(mod):
+        spikes = _lower_population(b, name, population(mod, arg.shape, name, dt), arg)
+        meta = node.meta.get("tensor_meta")
+        # a neuron that returns (spikes, membrane[, ...]): only the spikes exist on hardware
+        return spikes if hasattr(meta, "shape") else (spikes,) + tuple(_Membrane(name) for _ in meta[1:])
+    if isinstance(mod, nn.AvgPool2d):
+        return _lower_pool(b, name, mod, arg, _shape(node))
+    if isinstance(mod, nn.AdaptiveAvgPool2d):
+        out = _shape(node)
+        ins = arg.shape
+        if any(ins[1 + i] % out[1 + i] for i in range(2)):
+            raise NeurodeployError(f"cannot export {name} (AdaptiveAvgPool2d): {ins[1:]} -> {out[1:]} is not an "
+                                   "exact average over fixed windows; use sizes that divide")
+        k = tuple(ins[1 + i] // out[1 + i] for i in range(2))
+        return _lower_pool(b, name, nn.AvgPool2d(k, k), arg, out)
+    if isinstance(mod, nn.Flatten):
+        return _lower_flatten(b, name, arg, _shape(node), mod.start_dim, mod.end_dim)
+    raise NeurodeployError(f"cannot export {name} ({type(mod).__name__}): no lowering for this layer")
+
+
+def lower_traced(gm: torch.fx.GraphModule, input_shape, dt=None, folded=frozenset()) -> nir.NIRGraph:
+    """The lowering pass: a traced network (leaves: layers and neuron modules; shapes attached
+    by ShapeProp) -> a NIR graph of populations and projections. Reset modes that NIR cannot
+    express are returned in ``graph.metadata["population_reset"]`` (a dict). ``folded``: the
+    BatchNorm nodes already folded into the conv before them (their value is the conv's)."""
     b = _Builder()
     values = {}
     modules = dict(gm.named_modules())
     processed = set()
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise NeurodeployError(f"the network's forward takes {len(placeholders)} arguments; it must take one "
+                               "input (one timestep; neuron state kept in the modules, e.g. snnTorch's "
+                               "init_hidden=True)")
     for node in gm.graph.nodes:
         processed.add(node)
         if node.op == "placeholder":
@@ -325,35 +462,38 @@ def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
         elif node.op == "call_module":
             mod = modules[node.target]
             name = node.target.removeprefix("m.")
-            arg = values[node.args[0]]
-            if isinstance(mod, nn.Identity):
-                values[node] = arg
-            elif type(mod) in REFUSED:
-                raise NeurodeployError(f"cannot export {name} ({type(mod).__name__}): {REFUSED[type(mod)]}")
-            elif isinstance(mod, ConvBN):
-                values[node] = _lower_conv(b, name, mod, arg, _shape(node))
-            elif isinstance(mod, LinearOut):
-                values[node] = _lower_linear(b, name, mod, arg, _shape(node))
-            elif isinstance(mod, LIF):
-                b.readers = _sources_still_needed(values, processed, node)
-                values[node] = _lower_lif(b, name, mod, arg)
-            elif isinstance(mod, nn.AvgPool2d):
-                values[node] = _lower_pool(b, name, mod, arg, _shape(node))
-            elif isinstance(mod, nn.Flatten):
-                values[node] = _lower_flatten(b, name, mod, arg, _shape(node))
-            else:
-                raise NeurodeployError(f"cannot export {name} ({type(mod).__name__}): no lowering for this layer")
+            if node in folded:
+                values[node] = values[node.args[0]]          # a BatchNorm folded into the conv before it
+                continue
+            b.readers = _sources_still_needed(values, processed, node)
+            values[node] = _lower_module(b, name, mod, values[node.args[0]], node, dt)
         elif node.op in ("call_function", "call_method"):
-            values[node] = _lower_wiring(node, values)
+            values[node] = _lower_wiring(node, values, b)
         elif node.op == "output":
-            out = values[node.args[0]]
-            if len(out.terms) != 1 or not _is_identity(b, out.terms[0], out.channels):
+            out = node.args[0]
+            while isinstance(out, (tuple, list)):    # (spikes, membrane, ...): the readout is the spikes
+                out = out[0]
+            out = values[out]
+            while isinstance(out, tuple):
+                out = out[0]
+            if not isinstance(out, Wiring) or len(out.terms) != 1 or not _is_identity(b, out.terms[0],
+                                                                                       out.channels):
                 raise NeurodeployError("the network's output must be one population, pool or projection as it is")
             nm = b.add("output", nir.Output(output_type={"output": np.array(out.shape)}), out.shape)
             b.connect(out.terms[0].source, nm)
         elif node.op == "get_attr":
             raise NeurodeployError(f"cannot export: the network reads a tensor attribute ({node.target}) directly")
-    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
+    graph = nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
+    graph.metadata = {"population_reset": dict(b.resets)} if b.resets else {}
+    return graph
+
+
+def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
+    """A spiking zoo twin -> a NIR graph of populations and projections."""
+    if not model.twin.spiking:
+        raise NeurodeployError("NIR export takes the spiking twin (--twin snn); "
+                               "export the CNN twin with --format onnx")
+    return lower_traced(trace(model, input_shape), input_shape)
 
 
 def _sources_still_needed(values, processed, current) -> dict:
@@ -388,9 +528,140 @@ def _channel_dim_ok(node, default=0):
     return dim in (1, -3)
 
 
-def _lower_wiring(node, values):
-    """cat / split / chunk / getitem / shuffle / add: rewrite select arrays, make no node."""
+class _Membrane:
+    """A neuron's membrane potential: returned by snnTorch neurons, but not a value the
+    deployed network has (only spikes leave a population)."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+class _Batch:
+    """The batch size (x.size(0)): free in a view's shape, never a channel count."""
+
+
+@dataclass
+class _Sizes:
+    shape: tuple          # per-sample
+
+
+@dataclass
+class _Regrouped:
+    """A (C, H, W) value viewed with its channels split into several dimensions
+    (ShuffleNet's reshape-transpose-reshape): ``grid`` holds, at each position of the
+    channel dimensions, the channel of ``value`` found there."""
+    value: Wiring
+    grid: np.ndarray
+    spatial: tuple
+
+    @property
+    def shape(self):
+        return tuple(self.grid.shape) + tuple(self.spatial)
+
+
+def _arg(a, values):
+    if isinstance(a, torch.fx.Node):
+        return values[a]
+    if isinstance(a, (tuple, list)):
+        return type(a)(_arg(x, values) for x in a)
+    return a
+
+
+def _sizes(t, args, node):
+    v = args[0]
+    if t is getattr:
+        if args[1] != "shape":
+            raise NeurodeployError(f"{node.name}: reads attribute {args[1]!r} of a tensor; no lowering")
+        return _Sizes(tuple(v.shape))
+    if t == "size" and len(args) == 1:
+        return _Sizes(tuple(v.shape))
+    i = args[1]                                   # x.size(i) or x.shape[i]; v.shape is per-sample
+    return _Batch() if i == 0 else int(v.shape[i - 1] if i > 0 else v.shape[i])
+
+
+def _per_sample(node, dims) -> tuple:
+    """A view's target shape without its batch dimension (which must come first)."""
+    dims = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else list(dims)
+    if not dims or not (isinstance(dims[0], _Batch) or dims[0] == -1):
+        raise NeurodeployError(f"{node.name}: a view must keep the batch dimension first (x.view(x.size(0), ...))")
+    return tuple(dims[1:])
+
+
+def _reshape(b: _Builder, node, args):
+    v = args[0]
     t = node.target
+    if t in (torch.flatten, "flatten"):
+        start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+        if start != 1 or end != -1:
+            raise NeurodeployError(f"{node.name}: only flatten(x, 1) (all per-sample dimensions) can be lowered")
+        target = (int(np.prod(v.shape)),)
+    else:
+        target = _per_sample(node, args[1:] if t in ("view", "reshape") else args[1])
+        total = int(np.prod(v.shape))
+        if -1 in target:
+            known = int(np.prod([d for d in target if d != -1]))
+            target = tuple(total // known if d == -1 else d for d in target)
+        if int(np.prod(target)) != total:
+            raise NeurodeployError(f"{node.name}: cannot view {v.shape} as {target}")
+    if tuple(target) == tuple(v.shape):
+        return v
+    if len(target) == 1:                                   # a flatten
+        if isinstance(v, _Regrouped):
+            v = _ungroup(v)
+        return _lower_flatten(b, node.name, v, target)
+    spatial = v.spatial if isinstance(v, _Regrouped) else v.shape[1:]
+    if len(spatial) != 2 or tuple(target[-2:]) != tuple(spatial):
+        raise NeurodeployError(f"{node.name}: a view from {v.shape} to {target} mixes channels and positions; "
+                               "only regrouping the channels can be lowered")
+    base = v.value if isinstance(v, _Regrouped) else v
+    grid = v.grid.reshape(-1) if isinstance(v, _Regrouped) else np.arange(v.shape[0])
+    regrouped = _Regrouped(base, grid.reshape(target[:-2]), tuple(spatial))
+    return _ungroup(regrouped) if len(target) == 3 else regrouped
+
+
+def _ungroup(r: _Regrouped) -> Wiring:
+    perm = r.grid.reshape(-1)                 # new channel i <- channel perm[i] of the value
+    return Wiring([Term(tm.source, tm.select[perm]) for tm in r.value.terms], (len(perm),) + tuple(r.spatial))
+
+
+def _permute(node, args):
+    r = args[0]
+    if not isinstance(r, _Regrouped):
+        raise NeurodeployError(f"{node.name}: transposing a feature map's channels with its positions has no "
+                               "lowering (only a channel regrouping, as in a channel shuffle)")
+    nd = r.grid.ndim
+    if node.target in ("transpose", torch.transpose):
+        a, c = (d % (nd + 3) for d in args[1:3])
+        order = list(range(nd + 3))
+        order[a], order[c] = order[c], order[a]
+    else:
+        order = list(args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:])
+        order = [d % (nd + 3) for d in order]
+    if order[0] != 0 or sorted(order[1:nd + 1]) != list(range(1, nd + 1)) or order[nd + 1:] != [nd + 1, nd + 2]:
+        raise NeurodeployError(f"{node.name}: only the channel dimensions may be permuted")
+    return _Regrouped(r.value, r.grid.transpose([d - 1 for d in order[1:nd + 1]]), r.spatial)
+
+
+def _lower_wiring(node, values, b: _Builder):
+    """cat / split / chunk / getitem / shuffle / add / view: rewrite select arrays; only a
+    flatten makes a node."""
+    t = node.target
+    args = [_arg(a, values) for a in node.args]
+    if any(isinstance(a, _Membrane) for a in args):
+        raise NeurodeployError(f"{node.name}: uses the membrane of {next(a for a in args if isinstance(a, _Membrane)).name}"
+                               "; hardware passes spikes only (read the spikes, or use an LI population)")
+    if t is getattr or t == "size" or (t is operator.getitem and isinstance(args[0], _Sizes)):
+        return _sizes(t, args, node)
+    if t in (operator.floordiv, operator.mul, operator.add, operator.sub) and all(
+            isinstance(a, (int, _Batch)) for a in args):
+        return _Batch() if any(isinstance(a, _Batch) for a in args) else t(*args)
+    if t in ("view", "reshape", torch.reshape, torch.flatten, "flatten"):
+        return _reshape(b, node, args)
+    if t in ("transpose", "permute", torch.transpose, torch.permute):
+        return _permute(node, args)
+    if t == "contiguous":
+        return args[0]
     if t is torch.cat:
         parts = [values[a] for a in node.args[0]]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
@@ -417,7 +688,7 @@ def _lower_wiring(node, values):
             offset += size
         return tuple(out)
     if t is operator.getitem:
-        return values[node.args[0]][node.args[1]]
+        return args[0][args[1]]
     if t is channel_shuffle:
         v = values[node.args[0]]
         groups = node.args[1] if len(node.args) > 1 else node.kwargs["groups"]

@@ -35,8 +35,13 @@ class GraphConventions:
     checkpoint: Optional[str] = None
     checkpoint_sha256: Optional[str] = None
     toolkit_version: Optional[str] = None
+    population_reset: dict = field(default_factory=dict)   # population -> reset mode (ir.neurons.RESET_MODES)
     extra: dict = field(default_factory=dict)
     from_metadata: bool = False         # False: defaults for a foreign graph
+
+    def reset_of(self, population: str) -> str:
+        """The reset mode of one population: its own entry, else NIR's reset to v_reset."""
+        return self.population_reset.get(population, "to_v_reset")
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -23,8 +23,25 @@ of all incoming edges (NIR fan-in):
     CubaLI   the same without a threshold
 
 With snnTorch's export convention (tau = dt/(1 - beta), r = tau/dt) the LIF update
-is exactly snnTorch's ``Leaky`` with reset to zero and no reset delay:
-v[t] = beta v[t-1] + I[t].
+is exactly snnTorch's ``Leaky`` with reset to zero: v[t] = beta v[t-1] + I[t].
+
+Reset. NIR knows one reset: v = v_reset in the step of the spike. snnTorch's neurons
+reset by subtraction by default, and apply the reset one step late; NIR has no field
+for either, so a graph's conventions name the reset of each population that differs
+(:meth:`neurodeploy.ir.conventions.GraphConventions.reset_of`). With u[t] the update
+above (decay v + gain I + leak) and R = [v[t-1] > v_threshold] (the reset snnTorch
+computes from the state it carried over):
+
+    to_v_reset        s = u > thr;              v = v_reset where s          (NIR)
+    subtract          m = u - R thr;  s = m > thr;  v = m - (s - R) thr      (snnTorch, reset_delay=False)
+    subtract_delayed  v = u - R thr;  s = v > thr                            (snnTorch's default)
+    zero_delayed      v = u - R u;    s = v > thr                            (snnTorch Synaptic / RLeaky,
+                                                                              reset_mechanism="zero")
+    none              v = u;          s = v > thr
+
+written as snnTorch computes them, operation for operation, so that float32 results
+are identical. (With ``subtract``, R is almost always 0: it is 1 only when the state
+after a subtraction still exceeds the threshold.)
 
 The coefficients are computed in float64 from the NIR parameters and then rounded
 once to float32, so that a spiking twin (which stores beta), the torch backend and
@@ -40,6 +57,7 @@ import nir
 import numpy as np
 
 DEFAULT_DT = 1e-4  # snnTorch's export convention; NIR itself stores no dt
+RESET_MODES = ("to_v_reset", "subtract", "subtract_delayed", "zero_delayed", "none")
 
 
 @dataclass(frozen=True)
@@ -107,4 +125,4 @@ def coefficients(node, dt: float) -> Coefficients:
     raise TypeError(f"{type(node).__name__} is not a NIR population")
 
 
-__all__ = ["DEFAULT_DT", "Coefficients", "beta_to_nir", "lif", "coefficients"]
+__all__ = ["DEFAULT_DT", "RESET_MODES", "Coefficients", "beta_to_nir", "lif", "coefficients"]

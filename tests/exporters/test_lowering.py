@@ -365,7 +365,7 @@ def test_refuses_grouped_conv_and_odd_pooling():
     with pytest.raises(NeurodeployError, match="layer.*count_include_pad"):
         export(M(nn.AvgPool2d(3, 1, 1, count_include_pad=False)), (1, 8, 8))
     with pytest.raises(NeurodeployError, match="layer.*AdaptiveAvgPool2d"):
-        export(M(nn.AdaptiveAvgPool2d(1)), (1, 8, 8))
+        export(M(nn.AdaptiveAvgPool2d(5)), (1, 8, 8))     # not an average over fixed windows
 
 
 class _WithMaxPool(TwinModel):

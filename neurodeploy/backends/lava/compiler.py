@@ -238,7 +238,7 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
     procs = {}
     for name, pop in plan.pops.items():
         kw = dict(shape=pop.shape, timesteps=timesteps, samples=samples, offset=pop.depth,
-                  record=pop.record, name=name)
+                  record=pop.record, reset=pop.reset, name=name)
         if fixed and pop.cuba:   # the drive is filtered by the synapse: it enters u
             s = q.scale[name]
             eff, rep = fx.quantise_state(pop.fold_gain * drive[name] * s)

@@ -100,6 +100,7 @@ class Pop:
     record: bool = False
     syn_decay: Optional[np.ndarray] = None   # CubaLIF: i = syn_decay * i + w_in * I
     w_in: Optional[np.ndarray] = None
+    reset: str = "to_v_reset"                # ir.neurons.RESET_MODES
 
     @property
     def cuba(self) -> bool:
@@ -281,6 +282,10 @@ def build_plan(graph, conventions) -> Plan:
 
     pops = {n: make_pop(n, nodes[n], conventions.dt) for n, t in types.items()
             if t in POPULATION_TYPES}
+    for n, p in pops.items():
+        p.reset = conventions.reset_of(n)
+        if p.reset not in neurons.RESET_MODES:
+            raise PlanError(f"population '{n}': unknown reset mode {p.reset!r}")
     if conventions.reset == "zero":
         for p in pops.values():
             p.v_reset = np.zeros_like(p.v_reset)

@@ -52,9 +52,9 @@ class Population(AbstractProcess):
     def __init__(self, *, shape, timesteps, samples, offset, record=False,
                  decay=1.0, gain=1.0, leak=0.0, threshold=1.0, v_reset=0.0,
                  drive=None, dv=0, vth_mant=1, drive_int=None, cuba=False,
-                 syn_decay=0.0, w_in=1.0, du=4095, bias_int=0, input_shift=0, name=None):
+                 syn_decay=0.0, w_in=1.0, du=4095, bias_int=0, input_shift=0, reset="to_v_reset", name=None):
         super().__init__(shape=shape, timesteps=timesteps, samples=samples, offset=offset,
-                         record=record, cuba=cuba, input_shift=input_shift, name=name)
+                         record=record, cuba=cuba, input_shift=input_shift, reset=reset, name=name)
         shape = tuple(int(s) for s in shape)
         full = lambda x, dt=np.float64: np.broadcast_to(np.asarray(x, dt), shape).copy()
         if drive is None:
@@ -110,6 +110,23 @@ class _PopulationMixin:
         if self.proc_params["record"]:
             self.spikes[sample * self.proc_params["timesteps"] + k] = (s != 0)
 
+    def _fire(self, v, r, thr):
+        """Spikes and the new state from the updated state v, in the population's reset mode
+        (ir/neurons.py; r = [previous state > thr], thr the threshold in state units).
+        The same operations as the torch reference, in integers or float32."""
+        mode = self.proc_params["reset"]
+        if mode == "to_v_reset":
+            s = v > thr
+            return s, np.where(s, self._v_reset(v), v)
+        if mode == "none":
+            return v > thr, v
+        if mode == "zero_delayed":
+            v = v - r * v
+            return v > thr, v
+        m = v - r * thr
+        s = m > thr
+        return s, (m if mode == "subtract_delayed" else m - (s.astype(m.dtype) - r) * thr)
+
 
 @implements(proc=Population, protocol=LoihiProtocol)
 @requires(CPU)
@@ -138,6 +155,9 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
     overflows: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
 
+    def _v_reset(self, v):
+        return self.v_reset.astype(np.float32)
+
     def run_spk(self):
         a_in = self.a_in.recv()
         where = self._where()
@@ -149,6 +169,8 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
             self.v[:] = 0
             self.u[:] = 0
         f32 = np.float32
+        thr = self.vth.astype(f32)
+        r = (self.v.astype(f32) > thr).astype(f32)          # the reset carried over (subtractive modes)
         # float32, in the order of neurodeploy.kernels.dynamics.lif_scan (the torch reference)
         current = (a_in + self._drive(self.drive, sample, k)).astype(f32)
         drive = current
@@ -157,8 +179,7 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
             self.u[:] = drive
         v = (self.decay.astype(f32) * self.v.astype(f32) + self.gain.astype(f32) * drive
              + self.leak.astype(f32))
-        s = v > self.vth.astype(f32)
-        v = np.where(s, self.v_reset.astype(f32), v)
+        s, v = self._fire(v, r, thr)
         self.v[:] = v
         self._account(s, sample, k, current)
         self.s_out.send(s.astype(float))
@@ -194,6 +215,9 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
     bias_mant = None
     bias_exp = None
 
+    def _v_reset(self, v):
+        return np.zeros_like(v)          # fixed point: v_reset is 0 (fixed_point.py refuses others)
+
     def run_spk(self):
         a_in = self.a_in.recv().astype(np.int32)
         where = self._where()
@@ -204,6 +228,8 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
         if k == 0:
             self.v[:] = 0
             self.u[:] = 0
+        thr = np.left_shift(self.vth_mant.astype(np.int64), self.vth_shift)
+        r = (self.v > thr).astype(np.int64)                 # the reset carried over (subtractive modes)
         # every incoming projection's weight exponent raised by input_shift (fixed_point.py)
         self.act_shift = fx.VTH_SHIFT + self.proc_params["input_shift"]
         shifted = np.left_shift(a_in.astype(np.int64), self.act_shift)
@@ -217,8 +243,8 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
             # lava-nc's bit-accurate arithmetic; du = 4095 (+ ds_offset 1): u = a_in << 6
             self.effective_bias = drive
             self.subthr_dynamics(activation_in=a_in)
-        s = self.v > np.left_shift(self.vth_mant.astype(np.int32), self.vth_shift)
-        self.v[s] = 0
+        s, v = self._fire(self.v.astype(np.int64), r, thr)
+        self.v[:] = fx.wrap_state(v)
         self._account(s, sample, k, current)
         self.s_out.send(s.astype(np.int32))
 
