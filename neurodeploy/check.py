@@ -69,8 +69,10 @@ def lint(graph: nir.NIRGraph) -> list:
             warnings.append(f"{name}: grouped conv (groups={int(node.groups)}); nir.read needs "
                             "type_check=False for this graph (NIR 1.0.8 infers C_in from weight.shape[1])")
             break
-    if conv.from_metadata and conv.reset not in ("zero", "to_v_reset"):
-        warnings.append(f"reset mode {conv.reset!r}: NIR has no subtractive reset; backends reset to v_reset")
+    if conv.population_reset:
+        warnings.append(f"{len(conv.population_reset)} population(s) reset otherwise than NIR's reset to "
+                        "v_reset (recorded in this graph's metadata, honoured by neurodeploy's backends); "
+                        "other NIR tools will reset them to v_reset")
     return warnings
 
 
@@ -89,6 +91,9 @@ def netx_support(graph: nir.NIRGraph, lava_ok: bool, lava_why: str) -> dict:
         chain = is_chain(chain_passes(graph))
     except Exception:  # noqa: BLE001 - a pass that cannot apply means: not a chain for netx
         chain = False
+    resets = conventions_of(graph).population_reset
+    if resets:
+        return {"ok": False, "why": f"netx's neurons reset to zero; {len(resets)} population(s) reset otherwise"}
     if chain and lava_ok:
         return {"ok": True, "why": "a chain of supported layers once parallel projections are merged and pooling folded"}
     return {"ok": False, "why": "lava-dl netx loads chains only; this graph keeps fan-in/fan-out after merging"

@@ -258,6 +258,9 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
                                                                            "the export on (default: 16 random)."),
            require_exact: bool = typer.Option(False, "--require-exact", help="--module: exit 1 unless the graph "
                                                                              "reproduces the module spike for spike."),
+           loihi_grid: bool = typer.Option(False, "--loihi-grid", help="--module: round weights, decays and "
+                                                                       "thresholds to Loihi's fixed-point grid, as "
+                                                                       "the Lava target will (reports the change)."),
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: NAME.nir)."),
            fmt: str = typer.Option("nir", "--format", help="nir, onnx or netx."),
            twin: str = typer.Option("snn", help="onnx only: snn (one timestep, explicit state) or cnn."),
@@ -271,7 +274,7 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
         if model or checkpoint_path:
             raise NeurodeployError("give --module or --model/--checkpoint, not both")
         return _export_module(module, weights, input_shape, timesteps or 8, dt, snap, input_file, require_exact,
-                              output, fmt, as_json)
+                              loihi_grid, output, fmt, as_json)
     from .training import checkpoint, zoo
     from .architectures import check_name
     if checkpoint_path is None:
@@ -306,8 +309,8 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
     emit({"output": str(output), "format": fmt, "checkpoint": str(checkpoint_path), **summary}, as_json)
 
 
-def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, require_exact, output, fmt,
-                   as_json):
+def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, require_exact, loihi_grid, output,
+                   fmt, as_json):
     """export --module: load the user's network, export it, check it spike for spike, write it."""
     import numpy as np
     from .check import summarize
@@ -321,6 +324,13 @@ def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, 
     shape = parse_shape(input_shape)
     net, name = load_module(spec, weights)
     graph = export_module(net, shape, timesteps=timesteps, dt=dt, snap=snap, name=name)
+    grid = None
+    if loihi_grid:
+        from .backends.lava.grid import on_loihi_grid
+        from .ir.conventions import conventions_of, replace, with_conventions
+        graph, grid = on_loihi_grid(graph)
+        conv = conventions_of(graph)
+        with_conventions(graph, replace(conv, extra={**conv.extra, "on_loihi_grid": True}))
     if input_file is not None:
         from .measure.inputs import _load_npy
         x = _load_npy(input_file, "input")[:64]
@@ -336,6 +346,8 @@ def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, 
     summary = {k: v for k, v in summarize(graph).items() if not k.endswith("_table")}
     result = {"output": str(output), "format": "nir", "module": spec, "checked_on": checked_on,
               "exactness": report, **summary}
+    if grid is not None:
+        result["loihi_grid_max_relative_weight_change"] = max(grid.values(), default=0.0)
 
     def render(o):
         e = o["exactness"]
@@ -347,12 +359,15 @@ def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, 
                      f"{vs['output_value_agreement']:.2%} of values equal, predictions agree "
                      f"{vs['prediction_agreement']:.2%}")
                   + f"; {vs['identical_populations']}/{len(pops)} populations spike identically")
-        if snap:
+        if "loihi_grid_max_relative_weight_change" in o:
+            out.print(f"on Loihi's grid: weights moved by up to {o['loihi_grid_max_relative_weight_change']:.2%} "
+                      "of a layer's largest; the differences above are that rounding, which Lava applies too")
+        elif snap:
             s = e["snap_vs_module"]
             out.print(f"--snap changed the module's outputs in {1 - s['output_value_agreement']:.2%} of values "
                       f"(predictions agree {s['prediction_agreement']:.2%}); the graph reproduces the snapped "
                       f"module: {'exactly' if e['graph_vs_deployed']['identical_outputs'] else 'NOT exactly'}")
-        elif not e["exact"]:
+        if not snap and not e["exact"] and "loihi_grid_max_relative_weight_change" not in o:
             out.print("[yellow]not bit-exact[/]: folding or splitting changed float rounding; --snap makes every "
                       "sum over spikes exact")
     emit(result, as_json, render)
@@ -364,7 +379,8 @@ def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, 
 @app.command()
 def check(file: Path = typer.Argument(..., help="A .nir file (ours or any tool's)."),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """Load, type-check and lint a NIR graph; say what each target can run."""
+    """Load, type-check and lint a NIR graph; say which reset each population uses and what each
+    backend can run."""
     from .check import check as check_graph
     from .ir.io import read_graph
     report = check_graph(read_graph(file))
@@ -376,6 +392,13 @@ def check(file: Path = typer.Argument(..., help="A .nir file (ours or any tool's
         out.print(f"input {o['input_shape']} -> output {o['output_shape']}; node types: "
                   + ", ".join(f"{k} x{v}" for k, v in sorted(o["node_types"].items())))
         out.print(f"type check: {o['type_check']}")
+        resets = o["conventions"].get("population_reset") or {}
+        if resets:
+            by_mode: dict = {}
+            for pop, mode in resets.items():
+                by_mode.setdefault(mode, []).append(pop)
+            out.print("reset: " + "; ".join(f"{mode} ({', '.join(pops)})" for mode, pops in by_mode.items())
+                      + "; every other population resets to v_reset (NIR)")
         for w in o["warnings"]:
             out.print(f"[yellow]warning[/]: {w}")
         _table("targets", ["target", "can run", "why"],
@@ -517,6 +540,8 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
     if len(names) < 2:
         raise NeurodeployError("give at least two backends to compare, e.g. --targets model,torch")
     graph, inputs = _load(file, dataset, input_file, labels, samples, data_dir)
+    for t in names:                 # refuse before running anything
+        backends.require(t, graph)
     results = {}
     for t in names:
         err.print(f"running {t} on {inputs.source} ...")

@@ -75,8 +75,9 @@ def test_lint_warnings():
     assert any("input:" in w and "4 dimensions" in w for w in four_d)
     ours = with_conventions(chain(), GraphConventions(timesteps=2, reset="zero"))
     assert lint(ours) == []
-    subtractive = with_conventions(chain(), GraphConventions(reset="subtract"))
-    assert any("subtractive" in w for w in lint(subtractive))
+    subtractive = with_conventions(chain(), GraphConventions(population_reset={"lif1": "subtract_delayed"}))
+    assert any("1 population(s) reset otherwise" in w for w in lint(subtractive))
+    assert not check(subtractive)["targets"]["netx"]["ok"]               # netx's neurons reset to zero
 
 
 def test_check_type_checks_and_reports():

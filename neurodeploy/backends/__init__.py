@@ -60,9 +60,18 @@ def get(name: str) -> Backend:
 
 
 def compile(name: str, graph, *, source: Optional[Path] = None, **options) -> Program:
-    """Compile ``graph`` for backend ``name``; ``source`` is the .nir file it came from, if any."""
+    """Compile ``graph`` for backend ``name``; ``source`` is the .nir file it came from, if any.
+    A graph the backend cannot run is refused with the reason ``check`` prints."""
     backend = get(name)
+    require(name, graph)
     return backend.load().compile(graph, source=source, **{**options, **backend.options})
+
+
+def require(name: str, graph) -> None:
+    """One line, before anything runs, when backend ``name`` cannot run ``graph``."""
+    s = supports(name, graph)
+    if not s.ok:
+        raise NeurodeployError(f"backend '{name}' cannot run this graph: {s.why}")
 
 
 def supports(name: str, graph) -> Support:
@@ -70,4 +79,4 @@ def supports(name: str, graph) -> Support:
     return get(name).load().supports(graph)
 
 
-__all__ = ["Backend", "BACKENDS", "names", "get", "compile", "supports", "Program", "Support"]
+__all__ = ["Backend", "BACKENDS", "names", "get", "compile", "supports", "require", "Program", "Support"]

@@ -82,6 +82,11 @@ def trace(net: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
                                f"{str(e).splitlines()[0] if str(e) else ''}); its forward must be one timestep "
                                "without data-dependent Python control flow") from None
     gm = torch.fx.GraphModule(net, graph)
+    arguments = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(arguments) != 1:
+        raise NeurodeployError(f"{type(net).__name__}'s forward takes {len(arguments)} arguments; it must take one "
+                               "input (one timestep; neuron state kept in the modules, e.g. snnTorch's "
+                               "init_hidden=True)")
     reset_state(gm)
     _set_time(gm, 1, example.shape[0])
     try:

@@ -232,7 +232,7 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from lava.proc.sparse.process import Sparse
-    from .processes import Population, SpikeDelay
+    from .processes import Population, SampleGate, SpikeDelay
 
     fixed = q.precision == "fixed"
     procs = {}
@@ -265,6 +265,12 @@ def build(plan: Plan, q: Quantised, drive: Dict[str, np.ndarray], samples: int, 
         if p.source == INPUT:
             continue
         port = procs[p.source].s_out
+        if p.recurrent:
+            src = plan.pops[p.source]
+            gate = SampleGate(shape=src.shape, timesteps=timesteps, samples=samples, offset=src.depth)
+            port.connect(gate.s_in)
+            port = gate.s_out
+            lava_procs.append(gate)
         if p.delay:
             d = SpikeDelay(shape=plan.pops[p.source].shape, delay=p.delay)
             port.connect(d.s_in)
@@ -308,7 +314,8 @@ def run_config(precision: str, fast_conv: bool = True):
 
     fixed = precision == "fixed"
     exc = {pr.Population: pr.PyPopulationModelFixed if fixed else pr.PyPopulationModelFloat,
-           pr.SpikeDelay: pr.PySpikeDelayModelFixed if fixed else pr.PySpikeDelayModelFloat}
+           pr.SpikeDelay: pr.PySpikeDelayModelFixed if fixed else pr.PySpikeDelayModelFloat,
+           pr.SampleGate: pr.PySampleGateModelFixed if fixed else pr.PySampleGateModelFloat}
     if fast_conv:
         exc[Conv] = pr.PyFastConvModelFixed if fixed else pr.PyFastConvModelFloat
     return Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",

@@ -173,6 +173,8 @@ def prepare(graph):
     for i, name in enumerate(order):
         paths = by_target.get(name, [])
         pop = plan.pops[name]
+        if pop.reset != "to_v_reset":
+            raise _error(f"netx export: population '{name}' resets by {pop.reset}; netx's neurons reset to zero")
         if len(paths) != 1 or pop.depth != i or pop.cuba or pop.nir_type not in ("LIF", "IF"):
             raise _error(f"netx export: population '{name}' is not the {i}-th link of a LIF chain")
         p = paths[0]

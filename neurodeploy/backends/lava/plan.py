@@ -80,6 +80,7 @@ class Path:
     target: str
     ops: List[Op]
     delay: int = 0              # SpikeDelay steps inserted at the source side
+    recurrent: bool = False     # source == target: the previous step's spikes, through a sample gate
 
     @property
     def steps(self) -> int:
@@ -374,13 +375,24 @@ def _assign_depths(plan: Plan) -> None:
     depth: Dict[str, int] = {}
     state: Dict[str, int] = {}
 
+    for p in plan.paths:
+        if p.source == p.target:
+            # a population's projection onto itself: Lava's Dense delivers one step later, which is
+            # exactly NIR's back edge (the previous step's spikes); it does not set the depth
+            if p.steps != 1:
+                raise PlanError(f"the recurrent path of population '{p.target}' goes through {p.steps} "
+                                "projections; Lava maps a recurrent projection of one step")
+            p.recurrent = True
+
     def visit(n: str) -> int:
         if n in depth:
             return depth[n]
         if state.get(n) == 1:
-            raise PlanError(f"population '{n}' is part of a recurrent loop (not supported)")
+            raise PlanError(f"population '{n}' is part of a recurrent loop through other populations; the "
+                            "Lava backend maps self-recurrence (a projection from a population onto itself, "
+                            "as snnTorch's RLeaky) but not longer loops")
         state[n] = 1
-        arrivals = [0 if p.source == INPUT else visit(p.source) + p.steps for p in incoming[n]]
+        arrivals = [0 if p.source == INPUT else visit(p.source) + p.steps for p in incoming[n] if not p.recurrent]
         depth[n] = max(arrivals) if arrivals else 0
         state[n] = 2
         return depth[n]
@@ -388,7 +400,7 @@ def _assign_depths(plan: Plan) -> None:
     for n in plan.pops:
         plan.pops[n].depth = visit(n)
     for p in plan.paths:
-        if p.source != INPUT:
+        if p.source != INPUT and not p.recurrent:
             p.delay = plan.pops[p.target].depth - (plan.pops[p.source].depth + p.steps)
 
 

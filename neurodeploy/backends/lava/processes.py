@@ -249,6 +249,42 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
         self.s_out.send(s.astype(np.int32))
 
 
+class SampleGate(AbstractProcess):
+    """On a recurrent path: passes a population's spikes on, except those of the last step of
+    each sample, so that the next sample starts without the previous one's recurrent input
+    (samples run back to back in one network; NIR starts every run from zero)."""
+
+    def __init__(self, *, shape, timesteps, samples, offset, name=None):
+        super().__init__(shape=shape, timesteps=timesteps, samples=samples, offset=offset, name=name)
+        self.s_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+
+
+class _AbstractGateModel(_PopulationMixin, PyLoihiProcessModel):
+    def run_spk(self):
+        x = self.s_in.recv()
+        where = self._where()
+        if where is None or where[1] == self.proc_params["timesteps"] - 1:
+            x = np.zeros_like(x)
+        self.s_out.send(x)
+
+
+@implements(proc=SampleGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySampleGateModelFloat(_AbstractGateModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+
+@implements(proc=SampleGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySampleGateModelFixed(_AbstractGateModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+
 class SpikeDelay(AbstractProcess):
     def __init__(self, *, shape, delay, name=None):
         super().__init__(shape=shape, delay=delay, name=name)
