@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# elsewhere it is the normal PyPI install.
 	$(PY) -m pip install --quiet "torch==2.13.0" || $(PY) -m pip install --quiet "torch>=2.3,<3"
 	$(PY) -m pip install --quiet -e ".[test]"
+	# Sinabs writes the IF graphs the interop tests read; it pins nir<=1.0.4 and samna (DynapCNN
+	# hardware), neither of which its NIR export needs, so it goes in without its pins
+	$(PY) -m pip install --quiet --no-deps "sinabs==3.1.3" "pbr>=6"
 	touch $@
 
 env: $(VENV)/.installed

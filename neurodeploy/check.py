@@ -52,9 +52,10 @@ def lint(graph: nir.NIRGraph) -> list:
     warnings = []
     conv = conventions_of(graph)
     if not conv.from_metadata:
-        warnings.append("no neurodeploy metadata: dt, reset and encoding are unknown; backends assume "
-                        f"dt={conv.dt} (snnTorch's export convention), reset to v_reset, static inputs "
-                        "presented at every step; override with --dt")
+        warnings.append("no neurodeploy metadata: dt, reset and encoding are unknown; backends assume the "
+                        f"ecosystem's conventions: LIF at dt={conv.dt} (snnTorch's exporter), IF and I adding r*I "
+                        "once per step (Sinabs, snnTorch's importer), reset to v_reset, static inputs presented "
+                        "at every step; override dt with --dt")
     for name, node in nodes.items():
         if isinstance(node, POPULATIONS):
             if neuron_shape(node) == ():

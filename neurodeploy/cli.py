@@ -416,6 +416,14 @@ def _load(file, dataset, input_file, labels, samples, data_dir):
     return graph, load_inputs(graph, dataset, input_file, samples, data_dir, labels)
 
 
+def _warn_if_silent(outputs, source: str) -> None:
+    """A network whose output never spikes is almost always a convention mismatch: say so."""
+    import numpy as np
+    if outputs.size and not np.any(outputs):
+        err.print(f"[yellow]warning[/]: the output never spiked on {source}; a silent network is almost always "
+                  "a convention mismatch (dt, how IF integrates, reset): see `neurodeploy check` and --dt")
+
+
 def _peak_memory(program) -> int:
     """Peak GPU memory of a CUDA program, else this process's peak resident memory."""
     device = getattr(program, "device", None)
@@ -457,6 +465,7 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
     with progress_bar() as p:
         result = program.run(inputs.x, timesteps, batch_size, progress=p)
     result.counters.graph_sha256 = file_sha256(file)
+    _warn_if_silent(result.outputs, inputs.source)
     pred = predictions(result.outputs)
     n = int(result.outputs.shape[1])
     report = {"file": str(file), "target": target, "inputs": inputs.source, "samples": n,
@@ -547,6 +556,7 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
         err.print(f"running {t} on {inputs.source} ...")
         program = backends.compile(t, graph, source=file, device=device, dt=dt)
         results[t] = program.run(inputs.x, timesteps, batch_size)
+        _warn_if_silent(results[t].outputs, f"{t} ({inputs.source})")
     order = [k for k, v in flatten_graph(graph)[0].items() if isinstance(v, POPULATIONS)]
     report = {"file": str(file), "inputs": inputs.source, **compare(results, inputs.labels, order)}
     emit(report, as_json, _render_validation)

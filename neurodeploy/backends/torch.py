@@ -248,14 +248,14 @@ class _NeuronParams:
 
 
 class _Population(_Op):
-    def __init__(self, name, node, device, dt, reset: str = "to_v_reset"):
+    def __init__(self, name, node, device, dt, reset: str = "to_v_reset", integrator: str = "dt"):
         super().__init__(name, node, device)
         self.kind = type(node).__name__
         if reset not in neurons.RESET_MODES:
             raise NeurodeployError(f"population {name}: unknown reset mode {reset!r} in the graph's metadata "
                                    f"(known: {', '.join(neurons.RESET_MODES)})")
         self.reset = reset
-        c = neurons.coefficients(node, dt)
+        c = neurons.coefficients(node, dt, integrator)
         t = lambda a: None if a is None else _as_tensor(a, device)
         self.p = _NeuronParams(t(c.decay), t(c.gain), t(c.leak), t(c.threshold) if c.spiking else None,
                                t(c.v_reset),
@@ -584,7 +584,8 @@ class TorchProgram:
         if isinstance(node, PROJECTIONS):
             return _Projection(name, node, self.device)
         if isinstance(node, POPULATIONS):
-            return _Population(name, node, self.device, self.dt, self.conventions.reset_of(name))
+            return _Population(name, node, self.device, self.dt, self.conventions.reset_of(name),
+                               self.conventions.integrator)
         if isinstance(node, nir.Flatten):
             return _Flatten(name, node, self.device)
         if isinstance(node, nir.Threshold):
@@ -668,8 +669,9 @@ class TorchProgram:
             active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
             binary = spike_fed or not c.binary_input or _all_binary(x)
         c.binary_input = c.binary_input and binary
-        c.effective_ops += float((active * fan).sum()) * repeat
-        c.dense_ops += float(fan.sum()) * in_shape[0] * repeat
+        # counts are integers: summed in float64, exact below 2^53 (float32 loses them past 2^24)
+        c.effective_ops += int(round(float((active.double() * fan.double()).sum()))) * repeat
+        c.dense_ops += int(round(float(fan.double().sum()))) * in_shape[0] * repeat
 
     def _count_population(self, op: _Population, shape, T, b, counters, loop_counts=None, x=None,
                           static=False, out=None):
@@ -679,15 +681,15 @@ class TorchProgram:
         c = counters.populations.get(op.name)
         if c is None:
             c = counters.populations[op.name] = PopulationCounts(kind=op.kind, neurons=int(np.prod(shape)))
-        c.neuron_updates += float(c.neurons * T * b)
+        c.neuron_updates += int(c.neurons * T * b)
         if loop_counts is not None:
-            c.input_events += loop_counts.input_events
-            c.spikes += float(loop_counts.spikes_per_sample.sum())
+            c.input_events += int(loop_counts.input_events)
+            c.spikes += int(round(float(loop_counts.spikes_per_sample.double().sum())))
             return loop_counts.spikes_per_sample
-        c.input_events += float(torch.count_nonzero(x)) * (T if static else 1)
+        c.input_events += int(torch.count_nonzero(x)) * (T if static else 1)
         per_sample = _sum_per_row(out.reshape(T * b, *out.shape[2:])).view(T, b).sum(0) if op.spiking \
             else torch.zeros(b)
-        c.spikes += float(per_sample.sum())
+        c.spikes += int(round(float(per_sample.double().sum())))
         return per_sample
 
     def _concatenation(self, name, values):

@@ -5,9 +5,11 @@ them in ``graph.metadata["neurodeploy"]`` as one JSON string (HDF5-safe, and
 other NIR readers ignore it). Every backend reads a :class:`GraphConventions`
 from here; nothing is assumed elsewhere.
 
-Graphs from other tools have no such entry: they get :data:`FOREIGN_DEFAULTS`,
-the convention of snnTorch's exporter and the NIR paper's simulators
-(dt = 1e-4, reset to v_reset, strict ">" threshold, input presented as given).
+Graphs from other tools have no such entry: they get :data:`FOREIGN_DEFAULTS`, the
+ecosystem's consensus (README, "Graphs from other tools"): LIF as snnTorch's exporter
+writes it (dt = 1e-4, so that dt/tau = 1 - beta), IF and I integrating r * I once per
+step (Sinabs' IAF, snnTorch's importer), reset to v_reset, a strict ">" threshold, input
+presented as given.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ METADATA_KEY = "neurodeploy"
 class GraphConventions:
     dt: float = 1e-4
     reset: str = "to_v_reset"           # NIR semantics: v <- v_reset on a spike, same step
+    integrator: str = "dt"              # IF / I: "dt" v += r dt I (ours), "step" v += r I (the ecosystem's)
     spike_condition: str = "v > v_threshold"
     encoding: str = "direct"            # direct: a static input is the current at every step
     readout: str = "spike_count"        # prediction = argmax of output spikes summed over T
@@ -49,7 +52,7 @@ class GraphConventions:
         return json.dumps(d, sort_keys=True)
 
 
-FOREIGN_DEFAULTS = GraphConventions()
+FOREIGN_DEFAULTS = GraphConventions(integrator="step")
 
 
 def conventions_of(graph) -> GraphConventions:

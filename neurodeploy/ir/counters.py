@@ -24,9 +24,9 @@ from typing import Dict, Optional
 class PopulationCounts:
     kind: str                 # NIR node type: LIF, IF, LI, CubaLIF, ...
     neurons: int              # population size
-    spikes: float = 0.0       # output spikes, summed over samples and timesteps
-    neuron_updates: float = 0.0   # neurons x timesteps x samples
-    input_events: float = 0.0     # nonzero input values arriving (spikes in, or currents)
+    spikes: int = 0           # output spikes, summed over samples and timesteps
+    neuron_updates: int = 0   # neurons x timesteps x samples
+    input_events: int = 0     # nonzero input values arriving (spikes in, or currents)
 
     def firing_rate(self) -> float:
         return self.spikes / self.neuron_updates if self.neuron_updates else 0.0
@@ -36,8 +36,8 @@ class PopulationCounts:
 class ProjectionCounts:
     kind: str                 # Conv2d, Affine, Linear, AvgPool2d, SumPool2d, Scale, ...
     binary_input: bool = True     # every input value was 0 or 1 during the run
-    effective_ops: float = 0.0    # nonzero input x nonzero weight pairs
-    dense_ops: float = 0.0        # nonzero-weight pairs regardless of input
+    effective_ops: int = 0        # nonzero input x nonzero weight pairs (an exact integer count)
+    dense_ops: int = 0            # nonzero-weight pairs regardless of input
     parameters: int = 0
 
     @property

@@ -15,6 +15,8 @@ of all incoming edges (NIR fan-in):
              s[t] = v[t] > v_threshold                  (strict ">", as snnTorch)
              v[t] = v_reset where s[t]                  (reset in the same step)
     IF       decay = 1, gain = r dt, leak = 0; spikes and reset as LIF
+             (gain = r for graphs whose IF integrates once per step, ``integrator="step"``:
+             Sinabs' IAF and snnTorch's importer read IF so, and write no dt)
     LI       LIF without a threshold: the membrane is the output
     I        IF without a threshold
     CubaLIF  i[t] = syn_decay i[t-1] + w_in' I[t]       syn_decay = 1 - dt/tau_syn
@@ -100,8 +102,9 @@ def lif(tau, r, v_leak, v_threshold, v_reset, dt: float = DEFAULT_DT) -> Coeffic
                         _f32(v_threshold), _f32(v_reset))
 
 
-def coefficients(node, dt: float) -> Coefficients:
-    """The discrete update of any NIR population node at step ``dt``."""
+def coefficients(node, dt: float, integrator: str = "dt") -> Coefficients:
+    """The discrete update of any NIR population node at step ``dt``; ``integrator`` says
+    whether IF / I scale their input by dt ("dt") or add r * I once per step ("step")."""
     if isinstance(node, (nir.LIF, nir.LI)):
         spiking = isinstance(node, nir.LIF)
         tau = _f64(node.tau)
@@ -111,7 +114,8 @@ def coefficients(node, dt: float) -> Coefficients:
     if isinstance(node, (nir.IF, nir.I)):
         spiking = isinstance(node, nir.IF)
         r = _f64(node.r)
-        return Coefficients(_f32(np.ones_like(r)), _f32(r * dt), _f32(np.zeros_like(r)),
+        gain = r * dt if integrator == "dt" else r
+        return Coefficients(_f32(np.ones_like(r)), _f32(gain), _f32(np.zeros_like(r)),
                             _f32(node.v_threshold) if spiking else _f32(np.full_like(r, np.inf)),
                             _f32(node.v_reset) if spiking else _f32(np.zeros_like(r)), spiking=spiking)
     if isinstance(node, (nir.CubaLIF, nir.CubaLI)):

@@ -105,7 +105,8 @@ def test_li_outputs_membrane():
 
 
 def test_if_integrates_without_leak():
-    node = nir.IF(r=np.full(2, 1 / DT), v_threshold=np.array([1.0, 2.0]), v_reset=np.array([0.0, 0.5]))
+    """A graph without metadata: IF adds r * I once per step (Sinabs, snnTorch's importer)."""
+    node = nir.IF(r=np.ones(2), v_threshold=np.array([1.0, 2.0]), v_reset=np.array([0.0, 0.5]))
     g = chain([("fc", affine(np.eye(2))), ("if", node)], [2])
     x = np.full((5, 1, 2), 0.5, np.float32)
     # n0: 0.5, 1.0 (equal), 1.5 spike -> 0, 0.5, 1.0;  n1: 0.5, 1, 1.5, 2.0 (equal), 2.5 spike
@@ -114,10 +115,19 @@ def test_if_integrates_without_leak():
 
 
 def test_integrator_i_node():
-    node = nir.I(r=np.full(2, 1 / DT))
+    node = nir.I(r=np.ones(2))
     g = chain([("i", node)], [2])
     x = np.array([[1.0, 0.5], [2.0, 0.25], [0.0, 0.25]], np.float32)[:, None]
     np.testing.assert_array_equal(run(g, x).outputs, np.cumsum(x, axis=0))
+
+
+def test_if_of_our_graphs_scales_by_dt():
+    """Graphs with this toolkit's metadata keep v += r dt I (integrator "dt"): r = 1/dt is one per step."""
+    from neurodeploy.ir.conventions import GraphConventions, with_conventions
+    node = nir.I(r=np.full(2, 1 / DT))
+    g = with_conventions(chain([("i", node)], [2]), GraphConventions(dt=DT))
+    x = np.array([[1.0, 0.5], [2.0, 0.25], [0.0, 0.25]], np.float32)[:, None]
+    np.testing.assert_allclose(run(g, x).outputs, np.cumsum(x, axis=0), rtol=1e-6)
 
 
 def cuba(alpha, beta, thr, w_in=None, shape=(2,)):

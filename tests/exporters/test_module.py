@@ -241,6 +241,14 @@ def test_lava_runs_the_users_network(name, tmp_path):
     fl = nd.compile("lava-float", graph).run(x)
     assert np.array_equal(fl.outputs, ref.outputs)
     assert all(np.array_equal(fl.population_spike_counts[k], v) for k, v in ref.population_spike_counts.items())
+    # the same spikes give the same counts, to the integer
+    for kind in ("populations", "projections"):
+        theirs, ours = getattr(fl.counters, kind), getattr(ref.counters, kind)
+        assert set(theirs) == set(ours)
+        for k in ours:
+            assert (theirs[k].spikes, theirs[k].input_events) == (ours[k].spikes, ours[k].input_events) \
+                if kind == "populations" else \
+                (theirs[k].effective_ops, theirs[k].dense_ops) == (ours[k].effective_ops, ours[k].dense_ops), k
     on_grid, _ = on_loihi_grid(graph)
     ref = nd.compile("torch", on_grid, device="cpu").run(x)
     fixed = nd.compile("lava", on_grid).run(x)

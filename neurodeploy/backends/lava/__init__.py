@@ -64,10 +64,12 @@ class LavaProgram:
             progress=None) -> RunResult:
         """Run in chunks of ``batch_size`` samples (one worker, one Lava network each)."""
         python = ensure_runtime()
-        timesteps = int(timesteps or self.default_timesteps)
         x = np.asarray(inputs, dtype=np.float32)
         shape = tuple(self.input_shape)
         sequence = bool(shape) and x.ndim == len(shape) + 2 and tuple(x.shape[2:]) == shape
+        if sequence and timesteps is not None and int(timesteps) != x.shape[0]:
+            raise NeurodeployError(f"the input sequence has {x.shape[0]} timesteps but --timesteps is {timesteps}")
+        timesteps = int(x.shape[0] if sequence else (timesteps or self.default_timesteps))
         if shape and tuple(x.shape[1:]) != shape and not sequence:
             raise NeurodeployError(f"input shape {tuple(x.shape)} does not fit the graph's input {shape}: "
                                    f"give (N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")

@@ -416,9 +416,9 @@ def counters(plan: Plan, r: dict) -> dict:
     for name, pop in plan.pops.items():
         size = int(np.prod(pop.shape))
         rc.populations[name] = PopulationCounts(kind=pop.nir_type, neurons=size,
-                                                spikes=float(r["counts"][name].sum()),
-                                                neuron_updates=float(size * n * t),
-                                                input_events=float(r["input_events"][name]))
+                                                spikes=int(r["counts"][name].sum()),
+                                                neuron_updates=int(size * n * t),
+                                                input_events=int(r["input_events"][name]))
     x = r["x"].astype(np.float64)
     # values as (N, T or 1, *shape): a static input stays one frame per sample
     x = x.transpose((1, 0) + tuple(range(2, x.ndim))) if r["sequence"] else x[:, None]
@@ -456,18 +456,18 @@ def counters(plan: Plan, r: dict) -> dict:
         fan = fanout_nonzero(op)
         src = plan.spike_source(name)
         if src is not None:          # spikes only: linear in the per-neuron counts
-            eff = float((r["counts"][src].astype(np.float64).reshape(fan.shape) * fan).sum())
+            eff = int(round(float((r["counts"][src].astype(np.float64).reshape(fan.shape) * fan).sum())))
             binary = True
         else:
             v = node_input(name)
             nz = (v != 0).reshape(v.shape[:2] + fan.shape)
-            eff = float((nz * fan).sum()) * (t if v.shape[1] == 1 else 1)
+            eff = int(round(float((nz * fan).sum()))) * (t if v.shape[1] == 1 else 1)
             binary = bool(np.all((v == 0) | (v == 1)))
         params = 0 if op.ones else int(np.count_nonzero(op.weight) + (
             0 if op.bias is None else np.count_nonzero(op.bias)))
         rc.projections[name] = ProjectionCounts(kind=op.nir_type, binary_input=binary,
                                                 effective_ops=eff,
-                                                dense_ops=float(fan.sum()) * n * t,
+                                                dense_ops=int(round(float(fan.sum()))) * n * t,
                                                 parameters=params)
     return rc.to_dict()
 

@@ -237,7 +237,7 @@ def identity_op(name: str, shape: tuple) -> Op:
 
 
 # ---------------------------------------------------------------- populations
-def make_pop(name: str, node, dt: float) -> Pop:
+def make_pop(name: str, node, dt: float, integrator: str = "dt") -> Pop:
     """A population with the coefficients every backend uses (:func:`neurodeploy.ir.neurons.coefficients`),
     broadcast to its full shape, in float64 (exactly the float32 values)."""
     t = type(node).__name__
@@ -245,7 +245,7 @@ def make_pop(name: str, node, dt: float) -> Pop:
     if shape == ():
         raise PlanError(f"node '{name}' ({t}): neuron parameters are scalars; NIR needs arrays of "
                         "the full population shape")
-    c = neurons.coefficients(node, dt)
+    c = neurons.coefficients(node, dt, integrator)
     full = lambda a: np.broadcast_to(a, shape).astype(np.float64)
     pop = Pop(name, t, tuple(int(s) for s in shape), *(full(a) for a in c.arrays()))
     if c.syn_decay is not None:
@@ -281,7 +281,7 @@ def build_plan(graph, conventions) -> Plan:
     if conventions.reset not in ("to_v_reset", "zero"):
         raise PlanError(f"reset '{conventions.reset}' is not supported (to_v_reset or zero)")
 
-    pops = {n: make_pop(n, nodes[n], conventions.dt) for n, t in types.items()
+    pops = {n: make_pop(n, nodes[n], conventions.dt, conventions.integrator) for n, t in types.items()
             if t in POPULATION_TYPES}
     for n, p in pops.items():
         p.reset = conventions.reset_of(n)
