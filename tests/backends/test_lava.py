@@ -527,7 +527,7 @@ def test_worker_failure_is_one_line(tmp_path):
     from neurodeploy.backends import lava
     prog = lava.compile(chain_graph(tmp_path), precision="float")
     x = np.zeros((3, 1, 2, 8, 8), np.float32)          # a 3-step sequence, 5 steps asked
-    with pytest.raises(NeurodeployError, match="3 steps but 5 timesteps") as e:
+    with pytest.raises(NeurodeployError, match="sequence has 3 timesteps but --timesteps is 5") as e:
         prog.run(x, 5)
     assert "\n" not in str(e.value)
     prog.timeout = 0.5                                   # killed, with its process group
