@@ -195,8 +195,8 @@ def write_netx(graph, path) -> dict:
     g, plan, q, order = prepare(graph)
     by_target = {p.target: p for p in plan.paths}
     warnings, layers, bias_report, rescaled = [], [], {}, {}
-    from ...fsutil import atomic_output
-    with atomic_output(path, suffix=".netx.part") as tmp:
+    from ...fsutil import memory_output
+    with memory_output(path, suffix=".netx.part") as tmp:      # HDF5 in memory, then one atomic write
         with h5py.File(tmp, "w") as f:
             lay = f.create_group("layer")
             host = f.create_group(GROUP)
