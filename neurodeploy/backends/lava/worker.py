@@ -43,11 +43,14 @@ def main(request_path: str) -> int:
     conv = conventions_of(graph)
     plan = build_plan(graph, conv)
     x = np.load(req["inputs"])
+    if x.ndim == 0 or 0 in x.shape:   # Lava would wait forever for a first sample
+        raise ValueError(f"the inputs hold no samples (shape {x.shape})")
     precision = req.get("precision", "fixed")
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', not {precision!r}")
+    watch = _watch_children()
     r = run_plan(plan, x, int(req["timesteps"]), precision, bool(req.get("fast_conv", True)),
-                 req.get("route", "loihi2"))
+                 req.get("route", "loihi2"), before_stop=watch.set)
     r["precision"] = precision
     c = counters(plan, r)
     c["graph_sha256"] = file_sha256(req["graph"])
@@ -66,6 +69,69 @@ def main(request_path: str) -> int:
     }
     (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
     return 0
+
+
+def _children(pid: int) -> list:
+    """(pid, state) of the processes whose parent is ``pid``, from /proc."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[1]) == pid:
+            out.append((int(entry.name), stat[0].decode()))
+    return out
+
+
+def _how_it_ended(pid: int) -> str:
+    """'was killed with SIGKILL' / 'exited with status 1', read without reaping it."""
+    import signal
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except (ChildProcessError, OSError, AttributeError):
+        info = None
+    if info is None:
+        return "ended"
+    if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+        try:
+            name = signal.Signals(info.si_status).name
+        except ValueError:
+            name = f"signal {info.si_status}"
+        return f"was killed with {name}" if info.si_code == os.CLD_KILLED else f"crashed with {name}"
+    return f"exited with status {info.si_status}"
+
+
+def _watch_children(interval: float = 0.5):
+    """While the network runs, watch Lava's model processes (our children): if one dies
+    (killed, crashed), Lava's runtime would wait for it forever, so say which one died
+    and how, in the one ``error:`` line the caller reads, and take the group down.
+    Returns an Event; setting it (before Lava stops its processes, which may end them
+    with a signal) stops the watch."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    me = os.getpid()
+
+    def watch():
+        while not done.wait(interval):
+            for pid, state in _children(me):
+                if state in ("Z", "X") and not done.is_set():
+                    how = _how_it_ended(pid)
+                    print(f"error: a Lava runtime process (pid {pid}, started by the worker {me}) {how} while "
+                          "the network ran; the run was stopped", file=sys.stderr, flush=True)
+                    try:
+                        if os.getpgrp() == me:
+                            os.killpg(me, signal.SIGKILL)
+                    finally:
+                        os._exit(2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
 
 
 def _die_with_parent() -> None:
