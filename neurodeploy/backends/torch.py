@@ -591,7 +591,8 @@ class TorchProgram:
             record_populations: bool = True, count: bool = True) -> RunResult:
         """inputs: (N, *input) static or (T, N, *input) sequences. count=False skips the
         counters (for pure speed); outputs are the same either way."""
-        x = np.asarray(inputs, dtype=np.float32)
+        run_arguments(timesteps, batch_size)
+        x = _as_array(inputs)
         # torch warns on read-only arrays (np.load's memory maps, broadcast views); the run
         # never writes its inputs, but a copy keeps the warning from users
         x = torch.as_tensor(x if x.flags.writeable else x.copy())
