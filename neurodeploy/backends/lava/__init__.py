@@ -105,7 +105,8 @@ class LavaProgram:
                          overflows=overflows if self.precision == "fixed" else None)
 
     def _run_chunk(self, python, x: np.ndarray, timesteps: int):
-        with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-", ignore_cleanup_errors=True) as tmp:
+        with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-", dir=_short_temp_root(),
+                                         ignore_cleanup_errors=True) as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", x)
             req = {"graph": str(self.graph_path), "inputs": str(tmp / "inputs.npy"),
@@ -116,6 +117,16 @@ class LavaProgram:
             outputs = np.load(tmp / "out" / "outputs.npy")
             result = json.loads((tmp / "out" / "result.json").read_text())
         return outputs, result
+
+
+def _short_temp_root() -> str:
+    """Where a run's folder goes: the usual temporary folder, unless its path is so long that
+    the Unix sockets Lava's multiprocessing makes inside it (``pymp-*/listener-*``, at most
+    107 bytes) would not fit; then /tmp."""
+    root = tempfile.gettempdir()
+    if len(root) > 48 and os.path.isdir("/tmp") and os.access("/tmp", os.W_OK | os.X_OK):
+        return "/tmp"
+    return root
 
 
 def worker_path_dir(tmp: Path) -> Path:

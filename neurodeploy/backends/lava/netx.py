@@ -382,11 +382,12 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
     back through Lava's Var.get is slow (~110 s for the pruned SqueezeNet's layers at
     32x32, 2 samples x 4 steps, against ~7 s of simulation).
     """
-    from . import _run_worker, ensure_runtime
+    from . import _run_worker, _short_temp_root, ensure_runtime
 
     python = ensure_runtime()
     mant, exp, _ = input_bias(netx_path, x)
-    with tempfile.TemporaryDirectory(prefix="neurodeploy-netx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="neurodeploy-netx-", dir=_short_temp_root(),
+                                     ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "bias.npz", mant=mant, exp=exp)
         extra = {}

@@ -72,7 +72,9 @@ def main(request_path: str) -> int:
 
 
 def _children(pid: int) -> list:
-    """(pid, state) of the processes whose parent is ``pid``, from /proc."""
+    """(pid, state, exit code) of the processes whose parent is ``pid``, from /proc (the exit
+    code, field 52 of stat, is what waitpid would report; it is read here because Lava's own
+    threads may reap a dead process before we could ask the kernel)."""
     out = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -83,26 +85,30 @@ def _children(pid: int) -> list:
         except OSError:
             continue
         if int(stat[1]) == pid:
-            out.append((int(entry.name), stat[0].decode()))
+            out.append((int(entry.name), stat[0].decode(), int(stat[49]) if len(stat) > 49 else None))
     return out
 
 
-def _how_it_ended(pid: int) -> str:
-    """'was killed with SIGKILL' / 'exited with status 1', read without reaping it."""
+def _how_it_ended(pid: int, code) -> str:
+    """'was killed with SIGKILL' / 'exited with status 1', from a wait status."""
     import signal
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except (ChildProcessError, OSError, AttributeError):
-        info = None
-    if info is None:
-        return "ended"
-    if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+    if code is None:
         try:
-            name = signal.Signals(info.si_status).name
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (ChildProcessError, OSError, AttributeError):
+            info = None
+        if info is None:
+            return "died"
+        code = {os.CLD_EXITED: info.si_status << 8, os.CLD_DUMPED: info.si_status | 0x80}.get(
+            info.si_code, info.si_status)
+    if code & 0x7F:
+        try:
+            name = signal.Signals(code & 0x7F).name
         except ValueError:
-            name = f"signal {info.si_status}"
-        return f"was killed with {name}" if info.si_code == os.CLD_KILLED else f"crashed with {name}"
-    return f"exited with status {info.si_status}"
+            name = f"signal {code & 0x7F}"
+        return f"crashed with {name}" if code & 0x80 or name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE",
+                                                                  "SIGABRT") else f"was killed with {name}"
+    return f"exited with status {code >> 8}"
 
 
 def _watch_children(interval: float = 0.5):
@@ -119,9 +125,9 @@ def _watch_children(interval: float = 0.5):
 
     def watch():
         while not done.wait(interval):
-            for pid, state in _children(me):
+            for pid, state, code in _children(me):
                 if state in ("Z", "X") and not done.is_set():
-                    how = _how_it_ended(pid)
+                    how = _how_it_ended(pid, code)
                     print(f"error: a Lava runtime process (pid {pid}, started by the worker {me}) {how} while "
                           "the network ran; the run was stopped", file=sys.stderr, flush=True)
                     try:
