@@ -235,11 +235,12 @@ def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model t
     from .validation import int_list, options
     check_name(model)
     options(epochs=epochs, lr=lr, device=device, limit=limit, channel_ratio=channel_ratio, output_folder=output)
+    fires = int_list("--keep-fires", keep_fires, range(2, 10)) if keep_fires is not None else None
     if (keep_fires is None) == (channel_ratio is None):
         raise NeurodeployError("give exactly one of --keep-fires (SqueezeNet) or --channel-ratio")
     with progress_bar() as p:
         if keep_fires is not None:
-            report = pruning.prune_fires(model, int_list("--keep-fires", keep_fires, range(2, 10)), from_checkpoint, output,
+            report = pruning.prune_fires(model, fires, from_checkpoint, output,
                                          epochs=epochs, lr=lr, device=device, limit=limit, progress=p)
         else:
             report = pruning.prune_channels(model, channel_ratio, from_checkpoint, output, epochs=epochs, lr=lr,

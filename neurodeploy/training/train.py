@@ -178,6 +178,13 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
     device = resolve_device(cfg.device)
     info = data.get_info(cfg.dataset)
     size = cfg.input_size or (32 if cfg.dataset == "mnist5k" else info.image_size)
+    start_from = None
+    if cfg.init_from and init_state is None:    # refused before any data is read
+        start_from = checkpoint.read(cfg.init_from)
+        checkpoint.check_weights_finite(cfg.init_from, start_from["state_dict"])
+        with torch.random.fork_rng(devices=[]):  # a probe: the run's own initialisation is unchanged
+            checkpoint.check_compatible(cfg.init_from, start_from,
+                                        build_from_config(cfg, info.num_classes, info.channels, size))
     torch.manual_seed(cfg.seed)
     x_all, y_all = data.load_tensors(cfg.dataset, "train", size, cfg.data_dir, limit=cfg.limit)
     x_test, y_test = data.load_tensors(cfg.dataset, "test", size, cfg.data_dir)
@@ -190,9 +197,6 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
     model = build_from_config(cfg, info.num_classes, info.channels, size).to(device)
     init_card = None
     if cfg.init_from and init_state is None:
-        start_from = checkpoint.read(cfg.init_from)
-        checkpoint.check_weights_finite(cfg.init_from, start_from["state_dict"])
-        checkpoint.check_compatible(cfg.init_from, start_from, model)
         init_state, init_card = _transfer_state(start_from["state_dict"], model), start_from["card"]
     if init_state is not None:
         model.load_state_dict(init_state)
