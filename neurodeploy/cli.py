@@ -176,7 +176,7 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
     """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card."""
     from .validation import int_list, options
     options(timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr, device=device, twin=twin, limit=limit,
-            output_folder=output)
+            seed=seed, output_folder=output)
     from .training import zoo
     from .architectures import check_name
     from .training.data import get_info
@@ -581,6 +581,8 @@ def _entry():
     if STATE.get("signal"):      # click returns Exit(130) for any KeyboardInterrupt: say which signal it was
         from .errors import Terminated
         _exit_interrupted(Terminated(STATE["signal"]))
+    if rc == 130:                # Ctrl-C, after the same clean-up
+        err.print("interrupted")
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -146,6 +146,7 @@ _RULES = {
     "batch_size": ("--batch-size", lambda o, v: at_least(o, v, 1)),
     "epochs": ("--epochs", lambda o, v: at_least(o, v, 1)),
     "limit": ("--limit", lambda o, v: optional_at_least(o, v, 1)),
+    "seed": ("--seed", lambda o, v: at_least(o, v, 0)),
     "dt": ("--dt", optional_positive),
     "lr": ("--lr", positive),
     "min_agreement": ("--min-agreement", fraction),

@@ -11,11 +11,10 @@ files on disk afterwards (nothing partial, old files intact, no temporary folder
   of another model given with ``--model`` or ``--init-from`` / ``--from``;
 * hostile files: pickles that would create a marker file, in every place a file is read;
 * full disk: a real 256 KiB tmpfs (skipped where it cannot be mounted);
-* signals: real processes and ``os.kill``: SIGTERM of a run (143) and (marked ``slow``) of a
-  training run, after which the same command resumes to the same weights
-  (tests/training/test_train.py checks that equality in process, with augmentation, in the
-  quick set); marked ``lava``: SIGKILL / SIGSEGV of the Lava worker, SIGKILL of one of
-  Lava's own processes, SIGTERM during a Lava run.
+* signals: real processes and ``os.kill``: SIGTERM / SIGINT of a run (143 / 130) and SIGTERM
+  of a training run, after which the same command resumes to the same weights (three
+  training processes, ~20 s); marked ``lava``: SIGKILL / SIGSEGV of the Lava worker, SIGKILL
+  of one of Lava's own processes, SIGTERM / SIGINT during a Lava run.
 """
 from __future__ import annotations
 
@@ -140,6 +139,7 @@ BAD_OPTIONS = [
     (("train", "--model", "mnasnet", "-T", "0", "-o", "{o}"), "--timesteps must be an integer >= 1"),
     (("train", "--model", "mnasnet", "--lr", "0", "-o", "{o}"), "--lr must be a finite number > 0"),
     (("train", "--model", "mnasnet", "--limit", "0", "-o", "{o}"), "--limit must be an integer >= 1"),
+    (("train", "--model", "mnasnet", "--seed", "-1", "-o", "{o}"), "--seed must be an integer >= 0, got -1"),
     (("train", "--model", "squeezenet", "--fires", "4,a", "-o", "{o}"),
      "--fires must be a comma-separated list of integers, e.g. 4,6,8,9; got '4,a'"),
     (("train", "--model", "squeezenet", "--fires", "1,4", "-o", "{o}"), "--fires: 1 not allowed"),
@@ -517,7 +517,12 @@ def _until(cond, timeout, step=0.05):
     return None
 
 
-def test_sigterm_during_a_run_exits_143_and_writes_nothing(tmp_path, good):
+SIGNALS = {"SIGTERM": (143, "terminated by SIGTERM"), "SIGINT": (130, "interrupted"),
+           "SIGHUP": (129, "terminated by SIGHUP")}
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_during_a_run_exits_128_plus_it_and_writes_nothing(tmp_path, good, sig):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).random((4096, 4)).astype(np.float32))
     tmpdir = tmp_path / "tmp"
@@ -527,12 +532,12 @@ def test_sigterm_during_a_run_exits_143_and_writes_nothing(tmp_path, good):
     try:
         _wait_for_handler(proc)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 143, err[-2000:]
-    assert err.strip().splitlines()[-1] == "terminated by SIGTERM" and "Traceback" not in err
+    assert proc.returncode == SIGNALS[sig][0], err[-2000:]
+    assert err.strip().splitlines()[-1] == SIGNALS[sig][1] and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["tmp", "x.npy"]
     assert not [p for p in os.listdir(tmpdir) if p.startswith("neurodeploy")]
 
@@ -562,8 +567,7 @@ entry()
 """
 
 
-@pytest.mark.slow      # three training processes (~20 s on an idle 2-core machine); the quick set has the
-def test_sigterm_during_training_then_the_same_command_resumes_exactly(tmp_path):   # in-process equivalent
+def test_sigterm_during_training_then_the_same_command_resumes_exactly(tmp_path):
     """The resume state is written atomically at every epoch's end. SIGTERM in the middle
     of epoch 2 exits 143 and leaves epoch 1's state (and nothing partial); the same command
     then finishes with exactly the weights of a run that was never interrupted (with
@@ -704,11 +708,12 @@ def test_killed_lava_process_is_one_line_within_seconds(lava_run, tmp_path):
 
 @pytest.mark.lava
 @needs_lava
-def test_sigterm_during_a_lava_run_stops_lava_and_exits_143(lava_run, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_during_a_lava_run_stops_lava_and_exits_128_plus_it(lava_run, tmp_path, sig):
     proc, worker, tmpdir = lava_run
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     line, took = _finish(proc, tmp_path, tmpdir, worker)
-    assert proc.returncode == 143 and line == "terminated by SIGTERM"
+    assert (proc.returncode, line) == SIGNALS[sig]
     assert took < 5.0, took
 
 

@@ -74,6 +74,7 @@ def check_config(cfg: TrainConfig) -> None:
     at_least("--epochs", cfg.epochs)
     at_least("--batch-size", cfg.batch_size)
     optional_at_least("--limit", cfg.limit)
+    at_least("--seed", cfg.seed, 0)
     optional_at_least("input_size", cfg.input_size)
     positive("--lr", cfg.lr)
     fraction("weight_decay", cfg.weight_decay)
