@@ -521,7 +521,7 @@ SIGNALS = {"SIGTERM": (143, "terminated by SIGTERM"), "SIGINT": (130, "interrupt
            "SIGHUP": (129, "terminated by SIGHUP")}
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_during_a_run_exits_128_plus_it_and_writes_nothing(tmp_path, good, sig):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).random((4096, 4)).astype(np.float32))
