@@ -174,13 +174,16 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
           output: Path = typer.Option(None, "-o", "--output", help="Output folder (default: models/NAME in the zoo)."),
           as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON.")):
     """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card."""
+    from .validation import int_list, options
+    options(timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr, device=device, twin=twin, limit=limit,
+            seed=seed, output_folder=output)
     from .training import zoo
     from .architectures import check_name
     from .training.data import get_info
     from .training.train import TrainConfig, train as run_training
     check_name(model)
     get_info(dataset)
-    arguments = {"fires": [int(f) for f in _csv(fires)]} if fires else {}
+    arguments = {"fires": int_list("--fires", fires, range(2, 10))} if fires is not None else {}
     cfg = TrainConfig(model=model, dataset=dataset, twin=twin, timesteps=timesteps, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, device=device,
                       data_dir=str(data_dir) if data_dir else None, augment=augment, arguments=arguments, limit=limit,
@@ -198,6 +201,10 @@ def train_zoo(models_: Optional[str] = typer.Option(None, "--models", help="Comm
               twins: str = typer.Option("snn,cnn", help="Which twins to train."),
               device: str = typer.Option("auto", help="auto, cpu or cuda.")):
     """Re-train the committed zoo on mnist5k with the recorded recipes (both twins of every model)."""
+    from .validation import choice, options
+    options(device=device)
+    for t in _csv(twins) or [twins]:
+        choice("--twins", t, ("snn", "cnn"))
     from .training import zoo
     from .architectures import check_name
     from .training.train import train as run_training
@@ -224,11 +231,16 @@ def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model t
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Remove Fire modules (SqueezeNet) or L1-smallest channels, fine-tune, report before/after."""
     from .training import prune as pruning
+    from .architectures import check_name
+    from .validation import int_list, options
+    check_name(model)
+    options(epochs=epochs, lr=lr, device=device, limit=limit, channel_ratio=channel_ratio, output_folder=output)
+    fires = int_list("--keep-fires", keep_fires, range(2, 10)) if keep_fires is not None else None
     if (keep_fires is None) == (channel_ratio is None):
         raise NeurodeployError("give exactly one of --keep-fires (SqueezeNet) or --channel-ratio")
     with progress_bar() as p:
         if keep_fires is not None:
-            report = pruning.prune_fires(model, [int(f) for f in _csv(keep_fires)], from_checkpoint, output,
+            report = pruning.prune_fires(model, fires, from_checkpoint, output,
                                          epochs=epochs, lr=lr, device=device, limit=limit, progress=p)
         else:
             report = pruning.prune_channels(model, channel_ratio, from_checkpoint, output, epochs=epochs, lr=lr,
@@ -270,11 +282,16 @@ def export(model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo 
            as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON.")):
     """Export a spiking network to NIR (exact lowering), ONNX or Lava-DL netx: a zoo model, a
     checkpoint, or your own torch / snnTorch module."""
+    from .validation import options
+    options(timesteps=timesteps, fmt=fmt, twin=twin, output_file=output)
     if module is not None:
         if model or checkpoint_path:
             raise NeurodeployError("give --module or --model/--checkpoint, not both")
         return _export_module(module, weights, input_shape, timesteps or 8, dt, snap, input_file, require_exact,
                               loihi_grid, output, fmt, as_json)
+    if model is not None and checkpoint_path is not None:   # both given: they must agree
+        from .training.checkpoint import check_model
+        check_model(checkpoint_path, model)
     from .training import checkpoint, zoo
     from .architectures import check_name
     if checkpoint_path is None:
@@ -454,6 +471,9 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
         save_counts: Optional[Path] = typer.Option(None, help="Write the counters as JSON (for `energy --counts`)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Inference on a dataset or given input: predictions, accuracy, throughput and hardware counters."""
+    from .validation import options
+    options(samples=samples, timesteps=timesteps, batch_size=batch_size, dt=dt, device=device, save_output=save_output,
+            save_counts=save_counts)
     import numpy as np
     from . import backends
     from .fsutil import atomic_output
@@ -539,6 +559,9 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
              data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
              as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Differential run: prediction agreement and per-population spike differences between backends."""
+    from .validation import options
+    options(samples=samples, timesteps=timesteps, dt=dt, batch_size=batch_size, device=device,
+            min_agreement=min_agreement)
     from . import backends
     from .ir.nodes import POPULATIONS
     from .ir.topology import flatten_graph
@@ -582,6 +605,8 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
            data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Energy per inference per hardware target from measured counts, with the CNN twin beside it."""
+    from .validation import options
+    options(samples=samples, timesteps=timesteps, dt=dt, device=device)
     from .reports.energy_report import energy_report
     inputs = None
     if counts is None:
@@ -610,6 +635,8 @@ def bench(dataset: str = typer.Option("mnist5k", help="Dataset to re-measure on.
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Re-measure the paper's Tables 1 and 2 on this toolkit (Markdown, CSV, JSON and a plot)."""
+    from .validation import options
+    options(samples=samples, device=device, output_folder=output)
     from .reports import bench as bench_report
     if paper:
         report = bench_report.paper_check()
@@ -621,7 +648,19 @@ def bench(dataset: str = typer.Option("mnist5k", help="Dataset to re-measure on.
 
 
 def entry():
-    """Console entry point: one-line errors, exit codes, tracebacks only with --debug."""
+    """Console entry point: one-line errors, exit codes, tracebacks only with --debug.
+
+    Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (128 + the signal), by the same path: the
+    signal becomes an exception in the main thread, so the Lava worker's processes are
+    stopped, temporary folders removed and partial outputs deleted on the way out."""
+    previous = _handle_termination()
+    try:
+        _entry()
+    finally:
+        _restore_handlers(previous)
+
+
+def _entry():
     try:
         rc = app(standalone_mode=False)
     except NeurodeployError as e:
@@ -629,10 +668,11 @@ def entry():
             raise
         err.print(f"[red]error[/]: {e}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _exit_interrupted(e)
     except Exception as e:
+        if _interrupt_of(e) is not None:     # typer turns KeyboardInterrupt into Exit(130)
+            _exit_interrupted(_interrupt_of(e))
         usage = _usage_error(e)
         if usage is not None:
             usage.show()
@@ -641,9 +681,77 @@ def entry():
             sys.exit(getattr(e, "exit_code", 1))
         if STATE["debug"]:
             raise
-        err.print(f"[red]error[/]: {type(e).__name__}: {e} (run with --debug for the traceback)", highlight=False)
+        from .fsutil import no_space
+        if no_space(e):
+            where = getattr(e, "filename", None)
+            err.print(f"[red]error[/]: no space left on device{f' (writing {where})' if where else ''}",
+                      highlight=False)
+            sys.exit(2)
+        err.print(f"[red]error[/]: {type(e).__name__}: {_first_line(e)} (run with --debug for the traceback)",
+                  highlight=False)
         sys.exit(1)
+    if STATE.get("signal"):      # click returns Exit(130) for any KeyboardInterrupt: say which signal it was
+        from .errors import Terminated
+        _exit_interrupted(Terminated(STATE["signal"]))
+    if rc == 130:                # Ctrl-C, after the same clean-up
+        err.print("interrupted")
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _first_line(e) -> str:
+    lines = [l for l in str(e).strip().splitlines() if l.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def _handle_termination():
+    """SIGTERM / SIGHUP raise :class:`~neurodeploy.errors.Terminated` (a KeyboardInterrupt) in
+    the main thread, once; a second signal while cleaning up is ignored."""
+    import signal
+    from .errors import Terminated
+
+    def handler(signum, frame):
+        if STATE.get("terminating"):
+            return
+        STATE["terminating"] = True
+        STATE["signal"] = signum
+        raise Terminated(signum)
+
+    previous = {}
+    STATE["terminating"], STATE["signal"] = False, None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):   # not the main thread (an embedding program): leave them
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict):
+    """Put back what was there (the command runs in-process in tests and notebooks)."""
+    import signal
+    for sig, h in previous.items():
+        try:
+            signal.signal(sig, h if h is not None else signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+def _interrupt_of(e):
+    """The KeyboardInterrupt (Ctrl-C or Terminated) that ``e`` was raised from, if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _exit_interrupted(e):
+    import signal
+    signum = getattr(e, "signum", signal.SIGINT)
+    err.print("interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}")
+    sys.exit(128 + signum)
 
 
 def _usage_error(e):

@@ -1,5 +1,18 @@
-"""The one exception type users see as a single line (the CLI prints it, exits non-zero)."""
+"""The one exception type users see as a single line (the CLI prints it, exits non-zero),
+and the interrupt the command raises on SIGTERM / SIGHUP."""
 
 
 class NeurodeployError(Exception):
     """A problem with the user's input or environment, phrased as what is wrong and what to do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread by the command's signal handler.
+
+    A KeyboardInterrupt, so that everything that cleans up after Ctrl-C (the Lava worker's
+    process group killed, temporary folders removed, partial outputs deleted) does the same
+    here; the command then exits 128 + the signal number (143 for SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)

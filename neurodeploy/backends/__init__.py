@@ -59,10 +59,29 @@ def get(name: str) -> Backend:
     raise NeurodeployError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
 
 
+def _graph(graph, source):
+    """A graph given as a path is read here (then ``source`` is that path)."""
+    import nir
+    if isinstance(graph, (str, Path)):
+        from ..ir.io import read_graph
+        source = Path(graph)
+        graph = read_graph(source)
+    elif not isinstance(graph, nir.NIRGraph):
+        raise NeurodeployError(f"expected a nir.NIRGraph or a .nir path, got a {type(graph).__name__}")
+    return graph, source
+
+
 def compile(name: str, graph, *, source: Optional[Path] = None, **options) -> Program:
-    """Compile ``graph`` for backend ``name``; ``source`` is the .nir file it came from, if any.
-    A graph the backend cannot run is refused with the reason ``check`` prints."""
+    """Compile ``graph`` (a ``nir.NIRGraph`` or a .nir path) for backend ``name``; ``source``
+    is the .nir file it came from, if any.
+
+    The graph's parameters are checked here, once, for every backend
+    (:func:`neurodeploy.ir.validate.validate_graph`): all backends accept and refuse the
+    same graphs; a graph this backend cannot run is refused with the reason ``check`` prints."""
+    from ..ir.validate import validate_graph
     backend = get(name)
+    graph, source = _graph(graph, source)
+    validate_graph(graph, dt=options.get("dt"), where=str(source) if source is not None else None)
     require(name, graph)
     return backend.load().compile(graph, source=source, **{**options, **backend.options})
 
@@ -76,7 +95,16 @@ def require(name: str, graph) -> None:
 
 def supports(name: str, graph) -> Support:
     """Can backend ``name`` run ``graph``? (What ``check`` prints; ``compile`` refuses the same.)"""
-    return get(name).load().supports(graph)
+    from ..ir.validate import graph_problems
+    backend = get(name)
+    graph, _ = _graph(graph, None)
+    try:
+        problems = graph_problems(graph)
+    except NeurodeployError as e:
+        return Support(False, str(e))
+    if problems:
+        return Support(False, problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return backend.load().supports(graph)
 
 
 __all__ = ["Backend", "BACKENDS", "names", "get", "compile", "supports", "require", "Program", "Support"]

@@ -89,7 +89,10 @@ class ModelProgram:
         self.network = network
 
     def run(self, inputs, timesteps=None, batch_size: int = 64, progress=None) -> RunResult:
+        from ..validation import run_arguments, samples_in
+        run_arguments(timesteps, batch_size)
         x = np.asarray(inputs, np.float32)
+        samples_in(len(x) if x.ndim else 0)
         if x.ndim != len(self.network.card.get("input_shape", x.shape[1:])) + 1:
             raise NeurodeployError("backend 'model' takes static inputs (N, ...) only: the zoo's networks "
                                    "see the same image at every timestep")

@@ -26,7 +26,10 @@ class OnnxProgram:
 
     def run(self, inputs, timesteps=None, batch_size: int = 64, progress=None) -> RunResult:
         from ..exporters.onnx import run_onnx
+        from ..validation import run_arguments, samples_in
+        run_arguments(timesteps, batch_size)
         x = np.asarray(inputs, np.float32)
+        samples_in(len(x) if x.ndim else 0)
         T = int(timesteps or self.timesteps)
         t0 = time.perf_counter()
         out = run_onnx(self.path, x, T)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..kernels import dynamics
 from ..errors import NeurodeployError
+from ..validation import run_arguments, samples_in
 from ..ir import neurons
 from ..ir.conventions import conventions_of
 from ..ir.nodes import POPULATIONS, PROJECTIONS
@@ -55,6 +56,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise NeurodeployError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(device)
+
+
+def _as_array(inputs) -> np.ndarray:
+    """The inputs as float32, or one line saying why they cannot be (strings, objects)."""
+    try:
+        return np.asarray(inputs, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise NeurodeployError(f"the input is not an array of numbers ({e})") from None
 
 
 def _as_tensor(a, device):
@@ -607,7 +616,8 @@ class TorchProgram:
             record_populations: bool = True, count: bool = True) -> RunResult:
         """inputs: (N, *input) static or (T, N, *input) sequences. count=False skips the
         counters (for pure speed); outputs are the same either way."""
-        x = np.asarray(inputs, dtype=np.float32)
+        run_arguments(timesteps, batch_size)
+        x = _as_array(inputs)
         # torch warns on read-only arrays (np.load's memory maps, broadcast views); the run
         # never writes its inputs, but a copy keeps the warning from users
         x = torch.as_tensor(x if x.flags.writeable else x.copy())
@@ -624,6 +634,7 @@ class TorchProgram:
         else:
             raise NeurodeployError(f"input shape {tuple(x.shape)} does not fit the graph's input {shape}: give "
                                    f"(N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")
+        samples_in(n)
         if not torch.isfinite(x).all():
             raise NeurodeployError("the input holds NaN or infinite values")
         counters = RunCounters(samples=int(n), timesteps=T, backend="torch")

@@ -8,6 +8,7 @@ The CNN twin is a plain ``x -> logits`` graph.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..architectures.layers import TwinModel
 from ..errors import NeurodeployError
+from ..fsutil import write_bytes
 
 OPSET = 17
 
@@ -56,21 +58,20 @@ def export_onnx(model: TwinModel, path, input_shape=None) -> dict:
                         (model.arguments["in_channels"], model.arguments["input_size"], model.arguments["input_size"]))
     model.eval()
     x = torch.zeros(1, *input_shape)
-    tmp = path.with_suffix(".onnx.part")
+    tmp = io.BytesIO()      # in memory, then one atomic write (fsutil): a full disk is one line
     try:
         if model.twin.spiking:
             shapes = state_shapes(model, input_shape)
             states = tuple(torch.zeros(1, *s) for s in shapes)
             names = [f"v_{i}" for i in range(len(shapes))]
-            torch.onnx.export(_OneStep(model), (x, *states), str(tmp), dynamo=False, opset_version=OPSET,
+            torch.onnx.export(_OneStep(model), (x, *states), tmp, dynamo=False, opset_version=OPSET,
                               input_names=["x", *names], output_names=["y", *[n + "_next" for n in names]],
                               dynamic_axes={n: {0: "batch"} for n in ["x", "y", *names, *[n + "_next" for n in names]]})
         else:
-            torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=OPSET, input_names=["x"],
+            torch.onnx.export(model, (x,), tmp, dynamo=False, opset_version=OPSET, input_names=["x"],
                               output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
-        tmp.replace(path)
+        write_bytes(path, tmp.getvalue(), suffix=".onnx.part")
     except Exception as e:
-        tmp.unlink(missing_ok=True)
         if isinstance(e, NeurodeployError):
             raise
         raise NeurodeployError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
+
+from ..errors import NeurodeployError
 
 METADATA_KEY = "neurodeploy"
 
@@ -56,28 +59,75 @@ FOREIGN_DEFAULTS = GraphConventions(integrator="step")
 
 
 def conventions_of(graph) -> GraphConventions:
-    """Read the conventions of a graph (ours), or the defaults (anyone's)."""
-    meta = getattr(graph, "metadata", None) or {}
+    """Read the conventions of a graph (ours), or the defaults (anyone's). Metadata that is
+    not what this toolkit writes is one NeurodeployError line, never a traceback."""
+    meta = getattr(graph, "metadata", None)
+    if meta is None or (hasattr(meta, "__len__") and len(meta) == 0):
+        return FOREIGN_DEFAULTS
+    if not isinstance(meta, dict):
+        raise NeurodeployError(f"the graph's metadata is a {type(meta).__name__}, not a mapping of names to values")
     raw = meta.get(METADATA_KEY)
     if raw is None:
         return FOREIGN_DEFAULTS
-    if hasattr(raw, "item"):  # numpy scalar from h5py
+    if hasattr(raw, "item") and getattr(raw, "size", 1) == 1:  # numpy scalar from h5py
         raw = raw.item()
     if isinstance(raw, bytes):
-        raw = raw.decode("utf8")
+        try:
+            raw = raw.decode("utf8")
+        except UnicodeDecodeError:
+            raise NeurodeployError(f"the graph's '{METADATA_KEY}' metadata is not UTF-8 text") from None
+    if not isinstance(raw, str):
+        raise NeurodeployError(f"the graph's '{METADATA_KEY}' metadata is a {type(raw).__name__}, "
+                               "not the JSON text this toolkit writes")
     return _parse(raw)
+
+
+def _bad(field_name: str, value, wants: str):
+    return NeurodeployError(f"the graph's '{METADATA_KEY}' metadata has {field_name} = {value!r}; "
+                            f"it must be {wants}")
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @functools.lru_cache(maxsize=64)
 def _parse(raw: str) -> GraphConventions:
     """One JSON string -> conventions (memoised: every backend and report asks, the text
-    is the same; GraphConventions is frozen, so sharing the result is safe)."""
-    d = json.loads(raw)
-    if d.get("input_shape") is not None:
-        d["input_shape"] = tuple(d["input_shape"])
+    is the same; GraphConventions is frozen, so sharing the result is safe). The values
+    every backend relies on are checked here, once: dt finite and > 0, T and the input
+    shape positive integers."""
+    try:
+        d = json.loads(raw)
+    except ValueError as e:
+        raise NeurodeployError(f"the graph's '{METADATA_KEY}' metadata is not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise NeurodeployError(f"the graph's '{METADATA_KEY}' metadata is a JSON {type(d).__name__}, "
+                               "not an object")
+    if "dt" in d:
+        dt = d["dt"]
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+            raise _bad("dt", dt, "a finite number > 0 (seconds per timestep)")
+        d["dt"] = float(dt)
+    for key in ("timesteps", "num_classes"):
+        v = d.get(key)
+        if v is not None and (not _int(v) or v < 1):
+            raise _bad(key, v, "an integer >= 1 (or absent)")
+    shape = d.get("input_shape")
+    if shape is not None:
+        if not isinstance(shape, list) or not shape or not all(_int(s) and s >= 1 for s in shape):
+            raise _bad("input_shape", shape, "a list of integers >= 1 (or absent)")
+        d["input_shape"] = tuple(shape)
+    for key in ("reset", "spike_condition", "encoding", "readout", "model", "twin", "dataset", "checkpoint",
+                "checkpoint_sha256", "toolkit_version"):
+        v = d.get(key)
+        if v is not None and not isinstance(v, str):
+            raise _bad(key, v, "text")
     known = set(GraphConventions.__dataclass_fields__) - {"from_metadata"}
     extra = {k: v for k, v in d.items() if k not in known}
     d = {k: v for k, v in d.items() if k in known}
+    if not isinstance(d.get("extra", {}), dict):
+        raise _bad("extra", d["extra"], "an object")
     d.setdefault("extra", {}).update(extra)
     return GraphConventions(**d, from_metadata=True)
 

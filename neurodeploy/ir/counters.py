@@ -83,6 +83,21 @@ class RunCounters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunCounters":
+        """Counters from ``to_dict()``'s JSON; ValueError when it is not that (wrong types,
+        no samples, counts that are negative or not finite)."""
+        if not isinstance(d, dict) or not isinstance(d.get("populations"), dict) \
+                or not isinstance(d.get("projections"), dict):
+            raise ValueError("expected an object with 'populations' and 'projections' objects")
+        for key in ("samples", "timesteps"):
+            if isinstance(d.get(key), bool) or not isinstance(d.get(key), int) or d[key] < 1:
+                raise ValueError(f"'{key}' must be an integer >= 1, got {d.get(key)!r}")
+        for group in ("populations", "projections"):
+            for name, v in d[group].items():
+                if not isinstance(v, dict):
+                    raise ValueError(f"{group} entry {name!r} is not an object")
+                for f, x in v.items():
+                    if isinstance(x, (int, float)) and not isinstance(x, bool) and not (0 <= x < float("inf")):
+                        raise ValueError(f"{group} entry {name!r}: {f} = {x!r} is not a count")
         pops = {k: PopulationCounts(**{f: v[f] for f in PopulationCounts.__dataclass_fields__})
                 for k, v in d["populations"].items()}
         projs = {k: ProjectionCounts(**{f: v[f] for f in ProjectionCounts.__dataclass_fields__})

@@ -12,13 +12,15 @@ convolutions; graphs without them read with type checking on.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import h5py
 import nir
 
 from ..errors import NeurodeployError
-from ..fsutil import atomic_output
+from .conventions import conventions_of
+from ..fsutil import write_bytes
 
 
 def file_sha256(path) -> str:
@@ -48,11 +50,23 @@ def read_graph(path) -> nir.NIRGraph:
         raise NeurodeployError(f"{path}: cannot be read as a NIR graph ({type(e).__name__}: {e})") from e
     if not isinstance(graph, nir.NIRGraph):
         raise NeurodeployError(f"{path}: holds a single {type(graph).__name__} node, not a NIR graph")
+    try:       # our metadata (dt, T, input shape) is checked once, here, naming the file
+        conventions_of(graph)
+    except NeurodeployError as e:
+        raise NeurodeployError(f"{path}: {e}") from None
     return graph
 
 
+def graph_bytes(graph: nir.NIRGraph) -> bytes:
+    """The .nir file of ``graph``, built in memory. HDF5 writing straight to a full disk
+    crashes the process (h5py raises from its destructors, then segfaults), so the file is
+    made in memory and written as plain bytes."""
+    buf = io.BytesIO()
+    nir.write(buf, graph)
+    return buf.getvalue()
+
+
 def write_graph(path, graph: nir.NIRGraph) -> Path:
-    """Write atomically: a temporary file in the same folder, renamed when complete."""
-    with atomic_output(path, suffix=".nir.part") as tmp:
-        nir.write(tmp, graph)
-    return Path(path)
+    """Write atomically: a temporary file in the same folder, renamed when complete; a
+    full disk is one NeurodeployError line and leaves any previous file as it was."""
+    return write_bytes(path, graph_bytes(graph), suffix=".nir.part")

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import NeurodeployError
+from ..validation import at_least
 from ..ir.conventions import conventions_of
 from ..ir.topology import input_shape as declared_input_shape
 
@@ -43,20 +44,45 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         raise NeurodeployError(f"{path}: not a .npy array ({type(e).__name__})") from e
 
 
+def _check_array(path: Path, x: np.ndarray, shape: Optional[tuple]) -> np.ndarray:
+    """An input array must be real numbers, (N, *input) or (T, N, *input), with N >= 1."""
+    if x.dtype.kind not in "biuf":
+        raise NeurodeployError(f"{path}: holds {x.dtype} values; inputs are real numbers (float32)")
+    if x.ndim < 2:
+        raise NeurodeployError(f"{path}: a {x.ndim}-d array of shape {x.shape}; give (N, *input) static inputs or "
+                               "(T, N, *input) sequences" + (f" with input {tuple(shape)}" if shape else ""))
+    if shape is not None and x.ndim not in (len(shape) + 1, len(shape) + 2):
+        raise NeurodeployError(f"{path}: shape {x.shape} does not fit the graph's input {tuple(shape)}: give "
+                               f"(N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")
+    sequence = shape is not None and x.ndim == len(shape) + 2
+    n = x.shape[1] if sequence else x.shape[0]
+    if n == 0 or (sequence and x.shape[0] == 0):
+        raise NeurodeployError(f"{path}: holds no samples (shape {x.shape})")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise NeurodeployError(f"{path}: holds NaN or infinite values")
+    return x
+
+
 def load_inputs(graph, dataset: Optional[str] = None, input_file: Optional[Path] = None,
                 samples: Optional[int] = None, data_dir: Optional[Path] = None,
                 labels_file: Optional[Path] = None) -> Inputs:
     """The inputs of a run: ``input_file`` (.npy) when given, else ``samples`` test samples
     of ``dataset`` (default: the graph's own, else mnist5k)."""
     shape = graph_input_shape(graph)
+    if samples is not None:
+        at_least("--samples", samples, 1)
     if input_file is not None:
-        x = _load_npy(Path(input_file), "input")
+        x = _check_array(Path(input_file), _load_npy(Path(input_file), "input"), shape)
         sequence = shape is not None and x.ndim == len(shape) + 2     # (T, N, ...): samples are axis 1
         if samples:
             x = x[:, :samples] if sequence else x[:samples]
         y = None
         if labels_file is not None:
-            y = _load_npy(Path(labels_file), "labels").reshape(-1)
+            y = _load_npy(Path(labels_file), "labels")
+            if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.isfinite(y).all()
+                                                 and (y == np.round(y)).all()):
+                raise NeurodeployError(f"{labels_file}: labels must be integers (class indices), got {y.dtype}")
+            y = y.reshape(-1).astype(np.int64)
             n = x.shape[1] if sequence else x.shape[0]
             y = y[:n]
             if len(y) != n:

@@ -16,6 +16,7 @@ DIR/rows/NAME.json, so an interrupted bench resumes where it stopped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -138,34 +139,84 @@ def _checkpoint_hashes(name: str) -> dict:
     return {t: sha256(p) if (p := zoo.checkpoint_path(name, t)).exists() else None for t in ("snn", "cnn")}
 
 
+def _check(models, dataset, samples, out_dir, device) -> list:
+    """Everything a bench needs, checked before anything is created: the names, the
+    dataset, the numbers, the output folder, the checkpoints of models named explicitly."""
+    from ..architectures import check_name
+    from ..training.data import get_info
+    from ..validation import DEVICES, at_least, choice, output_folder
+    at_least("--samples", samples, 1)
+    choice("--device", device, DEVICES)
+    get_info(dataset)
+    output_folder("--output", out_dir)
+    if models:
+        for name in models:
+            check_name(name)
+            if name not in zoo.RECIPES:
+                raise NeurodeployError(f"{name} is not a zoo model with a recipe; choose from {', '.join(zoo.RECIPES)}")
+            if not zoo.checkpoint_path(name, "snn").exists():
+                raise NeurodeployError(zoo.missing_checkpoint(name))
+        return list(models)
+    # By default every zoo model that has a trained spiking checkpoint
+    return [n for n in zoo.RECIPES if zoo.checkpoint_path(n, "snn").exists()]
+
+
 def run_bench(models, dataset, samples, out_dir, device="auto", progress=None) -> dict:
+    """Measure, then write the folder. Every file is written atomically; each model's row
+    is cached (an interrupted bench resumes there); a bench that fails before its first row
+    leaves no folder behind (unless the folder was there before)."""
     out_dir = Path(out_dir)
-    (out_dir / "rows").mkdir(parents=True, exist_ok=True)
-    # By default every zoo model that has a trained spiking checkpoint; models named explicitly must have one.
-    names = models or [n for n in zoo.RECIPES if zoo.checkpoint_path(n, "snn").exists()]
+    names = _check(models, dataset, samples, out_dir, device)
     skipped = [] if models else [n for n in zoo.RECIPES if n not in names]
+    created = [d for d in (out_dir, out_dir / "rows", out_dir / "graphs") if not d.exists()]
+    try:
+        return _run_bench(names, skipped, dataset, samples, out_dir, device, progress)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+
+
+def _remove_if_empty(created: list) -> None:
+    """Remove the folders this run created if they hold no file (deepest first)."""
+    for d in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        try:
+            if d.is_dir() and not any(p.is_file() for p in d.rglob("*")):
+                for sub in sorted(d.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                    sub.rmdir()
+                d.rmdir()
+        except OSError:
+            pass
+
+
+def _run_bench(names, skipped, dataset, samples, out_dir: Path, device, progress) -> dict:
+    from ..fsutil import atomic_output, write_text
     task = progress.add_task("bench", total=len(names), status="") if progress else None
     rows = []
     for name in names:
         cache = out_dir / "rows" / f"{name}.json"
-        row = json.loads(cache.read_text()) if cache.exists() else None
-        if not row or row.get("samples") != samples or row.get("dataset") != dataset \
+        try:
+            row = json.loads(cache.read_text()) if cache.exists() else None
+        except (OSError, ValueError):
+            row = None       # a cache that cannot be read is measured again
+        if not isinstance(row, dict) or row.get("samples") != samples or row.get("dataset") != dataset \
                 or row.get("checkpoints") != _checkpoint_hashes(name):
             if progress:
                 progress.update(task, status=name)
             row = measure_model(name, dataset, samples, out_dir, device)
             row["checkpoints"] = _checkpoint_hashes(name)
-            cache.write_text(json.dumps(row, indent=2))
+            write_text(cache, json.dumps(row, indent=2))
         rows.append(row)
         if progress:
             progress.update(task, advance=1)
-    (out_dir / "bench.json").write_text(json.dumps({"dataset": dataset, "samples": samples, "rows": rows}, indent=2))
-    with open(out_dir / "bench.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    (out_dir / "bench.md").write_text(markdown(rows, dataset, samples))
-    plot(rows, out_dir / "accuracy_energy.png")
+    write_text(out_dir / "bench.json", json.dumps({"dataset": dataset, "samples": samples, "rows": rows}, indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out_dir / "bench.csv", buf.getvalue())
+    write_text(out_dir / "bench.md", markdown(rows, dataset, samples))
+    with atomic_output(out_dir / "accuracy_energy.png", suffix=".png") as tmp:
+        plot(rows, tmp)
     return {"dataset": dataset, "samples": samples, "rows": rows, "skipped_untrained": skipped,
             "files": {k: str(out_dir / v) for k, v in (("markdown", "bench.md"), ("csv", "bench.csv"),
                                                        ("json", "bench.json"), ("plot", "accuracy_energy.png"))}}

@@ -45,7 +45,7 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
     if counts_file:
         try:
             counters = RunCounters.from_dict(json.loads(Path(counts_file).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise NeurodeployError(f"{counts_file}: not a counters JSON written by `neurodeploy run "
                                    f"--save-counts` ({type(e).__name__}: {e})") from e
         en.check_graph(counters, sha)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, zoo
-from ..architectures import count_parameters
+from ..architectures import ARCHITECTURES, count_parameters, family_of
 from ..architectures.layers import ConvBN
 from ..errors import NeurodeployError
 from .train import TrainConfig, train
@@ -31,7 +31,11 @@ def _source(model_name: str, from_checkpoint) -> dict:
     if not path.exists():
         raise NeurodeployError(f"no checkpoint to prune at {path}; train one with "
                                f"`neurodeploy train --model {model_name}` or pass --from")
-    return {"path": path, "payload": checkpoint.read(path), "model": checkpoint.load(path)}
+    payload = checkpoint.read(path)
+    if payload["model"] not in ARCHITECTURES or family_of(payload["model"]) != family_of(model_name):
+        raise NeurodeployError(f"--from {path} holds {checkpoint.describe(payload)}, not a {model_name}: give "
+                               f"--model {payload['model']} or a {model_name} checkpoint")
+    return {"path": path, "payload": payload, "model": checkpoint.load(path)}
 
 
 def _config_from_card(payload, **changes) -> TrainConfig:

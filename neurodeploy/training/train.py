@@ -12,11 +12,14 @@ are measured once on the test split for the card. Everything is seeded; on
 the CPU two runs with the same arguments give the same weights.
 
 Resume: after every epoch ``<twin>.last.pt`` in the output folder holds the
-model, optimiser, schedule and the best so far; a new run with the same
-arguments continues from it.
+model, optimiser, schedule, the best so far and the random generators' states
+(written atomically); a new run with the same arguments continues from it and ends
+with the same weights as a run that was never interrupted (tested with a real
+SIGTERM). A failed run that got through no epoch leaves no output folder behind.
 """
 from __future__ import annotations
 
+import io
 import math
 import subprocess
 import time
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from . import checkpoint, data
 from ..architectures import Twin, TwinModel, build, count_macs, count_parameters
 from ..errors import NeurodeployError
-from ..fsutil import atomic_output
+from ..fsutil import write_bytes
 from ..measure.metrics import macro_f1
 
 
@@ -57,6 +60,37 @@ class TrainConfig:
     limit: int | None = None                         # train on the first N samples (quick runs, tests)
     init_from: str | None = None                     # start from this checkpoint's weights (e.g. the CNN twin)
     loihi_aware: bool = False                        # BatchNorm frozen, weights on Loihi's grid (loihi_aware.py)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """The options of a training run, checked before any data is read (the command checks
+    the same options with the same messages)."""
+    from ..architectures import check_name, family_of
+    from ..validation import DEVICES, TWINS, at_least, choice, fraction, optional_at_least, positive
+    check_name(cfg.model)
+    choice("--twin", cfg.twin, TWINS)
+    choice("--device", cfg.device, DEVICES)
+    at_least("--timesteps", cfg.timesteps)
+    at_least("--epochs", cfg.epochs)
+    at_least("--batch-size", cfg.batch_size)
+    optional_at_least("--limit", cfg.limit)
+    at_least("--seed", cfg.seed, 0)
+    optional_at_least("input_size", cfg.input_size)
+    positive("--lr", cfg.lr)
+    fraction("weight_decay", cfg.weight_decay)
+    fraction("val_fraction", cfg.val_fraction, low_open=True, high_open=True)
+    fraction("beta", cfg.beta, high_open=True)
+    positive("threshold", cfg.threshold)
+    positive("surrogate_slope", cfg.surrogate_slope)
+    if not isinstance(cfg.arguments, dict):
+        raise NeurodeployError(f"arguments must be a mapping, got {type(cfg.arguments).__name__}")
+    if "fires" in cfg.arguments:
+        if family_of(cfg.model) != "squeezenet":
+            raise NeurodeployError(f"--fires chooses SqueezeNet's Fire modules; {cfg.model} has none")
+        fires = cfg.arguments["fires"]
+        if (not isinstance(fires, (list, tuple)) or not fires or len(set(fires)) != len(fires)
+                or not all(isinstance(f, int) and 2 <= f <= 9 for f in fires)):
+            raise NeurodeployError(f"--fires must name distinct Fire modules among 2..9, got {fires!r}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -128,22 +162,42 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
     with the model after every optimiser step (pruning re-applies its masks).
     """
     out_dir = Path(out_dir)
+    check_config(cfg)
+    created = not out_dir.exists()
+    try:
+        return _train(cfg, out_dir, progress, init_state, after_step)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()      # nothing to resume from: leave no empty folder behind
+        raise
+
+
+def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) -> dict:
     if cfg.loihi_aware:     # the decay goes on Loihi's 12-bit grid with the weights (loihi_aware.py)
         from .loihi_aware import loihi_decay
         cfg = replace(cfg, beta=loihi_decay(cfg.beta))
     device = resolve_device(cfg.device)
     info = data.get_info(cfg.dataset)
     size = cfg.input_size or (32 if cfg.dataset == "mnist5k" else info.image_size)
+    start_from = None
+    if cfg.init_from and init_state is None:    # refused before any data is read
+        start_from = checkpoint.read(cfg.init_from)
+        checkpoint.check_weights_finite(cfg.init_from, start_from["state_dict"])
+        with torch.random.fork_rng(devices=[]):  # a probe: the run's own initialisation is unchanged
+            checkpoint.check_compatible(cfg.init_from, start_from,
+                                        build_from_config(cfg, info.num_classes, info.channels, size))
     torch.manual_seed(cfg.seed)
     x_all, y_all = data.load_tensors(cfg.dataset, "train", size, cfg.data_dir, limit=cfg.limit)
     x_test, y_test = data.load_tensors(cfg.dataset, "test", size, cfg.data_dir)
     tr, va = _split_train_val(len(y_all), cfg.val_fraction, cfg.seed)
+    if len(tr) == 0 or len(va) == 0:
+        raise NeurodeployError(f"{len(y_all)} training samples (--limit {cfg.limit}) leave {len(tr)} to train on and "
+                               f"{len(va)} to validate on; give at least {math.ceil(1.5 / cfg.val_fraction)}")
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
 
     model = build_from_config(cfg, info.num_classes, info.channels, size).to(device)
     init_card = None
     if cfg.init_from and init_state is None:
-        start_from = checkpoint.read(cfg.init_from)
         init_state, init_card = _transfer_state(start_from["state_dict"], model), start_from["card"]
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -159,23 +213,35 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
                                                 pct_start=0.15)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / f"{cfg.twin}.last.pt"
-    start_epoch, best, history = 0, {"val_accuracy": -1.0}, []
+    start_epoch, best, history, gen_state = 0, {"val_accuracy": -1.0}, [], None
     if last_path.exists():
         try:   # weights_only: tensors, numbers, strings and containers; no code from the file runs
             state = torch.load(last_path, map_location=device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch.load raises many types on foreign files
             raise NeurodeployError(f"{last_path}: not a resume state this toolkit wrote ({type(e).__name__}); "
                                    "delete it to start over") from None
+        if not isinstance(state, dict):
+            raise NeurodeployError(f"{last_path}: not a resume state this toolkit wrote; delete it to start over")
         if state.get("config") == asdict(cfg):
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start_epoch, best, history = state["epoch"], state["best"], state["history"]
-            torch.set_rng_state(state["rng"])
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                start_epoch, best, history = int(state["epoch"]), state["best"], state["history"]
+                torch.set_rng_state(state["rng"])
+                if device.type == "cuda" and state.get("cuda_rng") is not None:
+                    torch.cuda.set_rng_state_all(state["cuda_rng"])
+                gen_state = state.get("generator")
+            except (KeyError, RuntimeError, ValueError, TypeError) as e:
+                raise NeurodeployError(f"{last_path}: an incomplete or foreign resume state ({type(e).__name__}); "
+                                       "delete it to start over") from None
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(start_epoch):            # replay the data order of finished epochs
-        torch.randperm(len(y_tr), generator=gen)
+    if start_epoch and gen_state is not None:
+        gen.set_state(gen_state)            # data order and augmentation draws continue exactly
+    else:
+        for _ in range(start_epoch):        # (resume states without it) replay the data order
+            torch.randperm(len(y_tr), generator=gen)
     task = progress.add_task(f"{cfg.model}/{cfg.twin}", total=cfg.epochs * steps_per_epoch,
                              completed=start_epoch * steps_per_epoch, status="") if progress else None
     t0 = time.time()
@@ -217,10 +283,12 @@ def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = No
         if val["accuracy"] > best["val_accuracy"]:
             best = {"val_accuracy": val["accuracy"], "epoch": epoch + 1,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        with atomic_output(last_path) as tmp:    # a crash mid-write leaves the previous resume state
-            torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
-                        "rng": torch.get_rng_state()}, tmp)
+        buf = io.BytesIO()   # in memory, then one atomic write: a crash, a signal or a full disk
+        torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
+                    "rng": torch.get_rng_state(), "generator": gen.get_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, buf)
+        write_bytes(last_path, buf.getvalue())   # mid-write leaves the previous resume state
         if progress:
             progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} val acc {val['accuracy']:.3f}")
 

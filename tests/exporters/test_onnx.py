@@ -64,8 +64,8 @@ def test_cnn_twin_onnx_matches_torch(tmp_path):
 def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
     from neurodeploy.errors import NeurodeployError
 
-    def half_written(model, args, f, **kw):
-        open(f, "wb").write(b"partial")
+    def half_written(model, args, f, **kw):      # the model is built in memory, then written atomically
+        f.write(b"partial")
         raise RuntimeError("exporter crashed\nsecond line")
 
     monkeypatch.setattr(torch.onnx, "export", half_written)

@@ -109,9 +109,8 @@ def test_write_failure_leaves_no_part_and_keeps_old_file(tmp_path, monkeypatch):
     p = write_graph(tmp_path / "g.nir", dense_graph())
     before = p.read_bytes()
 
-    def broken_write(path, graph):
-        with open(path, "wb") as f:
-            f.write(b"\x89HDF\r\n half a file")
+    def broken_write(f, graph):      # the file is built in memory (ir.io.graph_bytes), then written
+        f.write(b"\x89HDF\r\n half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(gio.nir, "write", broken_write)
@@ -133,8 +132,8 @@ def test_write_unserialisable_graph_leaves_nothing(tmp_path):
 
 
 def test_write_keyboard_interrupt_cleans_up(tmp_path, monkeypatch):
-    def interrupted(path, graph):
-        open(path, "wb").write(b"partial")
+    def interrupted(f, graph):
+        f.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gio.nir, "write", interrupted)

@@ -41,8 +41,11 @@ def test_two_runs_are_identical(tmp_path):
     assert any(not torch.equal(init[k], trained[k]) for k in init if init[k].is_floating_point())
 
 
-def test_resume_after_interruption_equals_uninterrupted(tmp_path):
-    cfg = tiny_config("mnasnet", epochs=2)
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, augment):
+    """With augmentation the crops of epoch 2 are drawn from the data generator after epoch 1's:
+    the resume state carries that generator's state (replaying only the shuffles diverged)."""
+    cfg = tiny_config("mnasnet", epochs=2, augment=augment)
     steps_per_epoch = math.ceil(round(32 * 0.9) / cfg.batch_size)
     assert steps_per_epoch == 2
     full = train(cfg, tmp_path / "full")

@@ -4,8 +4,10 @@ Lava needs Python 3.10 (see runtime.py), so this side only checks the graph (pla
 pure numpy + nir: an unsupported node fails here, by name) and runs the worker
 (worker.py) in the Lava runtime with files: the .nir graph and an inputs .npy go in,
 outputs.npy and result.json come back. A worker failure becomes one
-NeurodeployError line (the last line of its stderr); on a timeout or failure the
-worker's whole process group is killed, so no Lava process outlives a run.
+NeurodeployError line (the last ``error:`` line of its stderr, or how it died: "killed
+with SIGKILL"); whatever ends a run (success, failure, a crash or kill of the worker, a
+timeout, Ctrl-C or SIGTERM of this process) the worker's whole process group is killed,
+so no Lava process outlives it, and the run's temporary folder is removed.
 
 Precision: 'fixed' = Loihi 2 fixed point (Loihi2SimCfg(select_tag='fixed_pt'), 8-bit
 weights, 12-bit decays, 24-bit state; see fixed_point.py); 'float' = Lava's
@@ -63,6 +65,8 @@ class LavaProgram:
     def run(self, inputs: np.ndarray, timesteps: int | None = None, batch_size: int = 64,
             progress=None) -> RunResult:
         """Run in chunks of ``batch_size`` samples (one worker, one Lava network each)."""
+        from ...validation import run_arguments, samples_in
+        run_arguments(timesteps, batch_size)
         python = ensure_runtime()
         x = np.asarray(inputs, dtype=np.float32)
         shape = tuple(self.input_shape)
@@ -75,10 +79,10 @@ class LavaProgram:
                                    f"give (N, {', '.join(map(str, shape))}) static inputs or (T, N, ...) sequences")
         if not np.isfinite(x).all():
             raise NeurodeployError("the input holds NaN or infinite values")
-        n = x.shape[1] if sequence else x.shape[0]
+        n = samples_in(x.shape[1] if sequence else x.shape[0]) if x.ndim else samples_in(0)
         task = progress.add_task("lava", total=int(n)) if progress else None
         parts, t0 = [], time.perf_counter()
-        for i in range(0, max(n, 1), max(int(batch_size), 1)):
+        for i in range(0, n, int(batch_size)):
             chunk = x[:, i:i + batch_size] if sequence else x[i:i + batch_size]
             parts.append(self._run_chunk(python, chunk, timesteps))
             if progress:
@@ -103,7 +107,8 @@ class LavaProgram:
                          overflows=overflows if self.precision == "fixed" else None)
 
     def _run_chunk(self, python, x: np.ndarray, timesteps: int):
-        with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-", dir=_short_temp_root(),
+                                         ignore_cleanup_errors=True) as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", x)
             req = {"graph": str(self.graph_path), "inputs": str(tmp / "inputs.npy"),
@@ -114,6 +119,16 @@ class LavaProgram:
             outputs = np.load(tmp / "out" / "outputs.npy")
             result = json.loads((tmp / "out" / "result.json").read_text())
         return outputs, result
+
+
+def _short_temp_root() -> str:
+    """Where a run's folder goes: the usual temporary folder, unless its path is so long that
+    the Unix sockets Lava's multiprocessing makes inside it (``pymp-*/listener-*``, at most
+    107 bytes) would not fit; then /tmp."""
+    root = tempfile.gettempdir()
+    if len(root) > 48 and os.path.isdir("/tmp") and os.access("/tmp", os.W_OK | os.X_OK):
+        return "/tmp"
+    return root
 
 
 def worker_path_dir(tmp: Path) -> Path:
@@ -133,47 +148,104 @@ def worker_path_dir(tmp: Path) -> Path:
 
 def _run_worker(python: Path, request: Path, timeout: float, module: str = "neurodeploy.backends.lava.worker",
                 what: str = "the Lava worker", failed: str = "Lava run failed") -> None:
-    """Run ``python -m module request`` in the Lava runtime, in its own process group;
-    a timeout, Ctrl-C or failure kills the whole group and becomes one NeurodeployError line."""
+    """Run ``python -m module request`` in the Lava runtime, in its own process group, and
+    watch it: however it ends (an error, a crash, a kill, a timeout, Ctrl-C or SIGTERM here)
+    its whole process group goes, Lava's model processes included, and anything but
+    success is one NeurodeployError line.
+
+    The worker writes its stdout / stderr to files beside the request, not to pipes:
+    Lava's model processes inherit the worker's descriptors and outlive it when it is
+    killed, so a pipe would stay open and a read of it (``communicate``) never return.
+    Waiting on the worker's own pid notices its death at once."""
     env = dict(os.environ)
     root = str(worker_path_dir(request.parent))
     env["PYTHONPATH"] = root   # nothing of the main environment's path
     env.pop("PYTHONHOME", None)
+    # Lava's multiprocessing keeps its own temporary folders (pymp-*); a killed process
+    # cannot remove them, so they go inside the run's folder, which this side removes
+    env["TMPDIR"] = str(request.parent)
     cmd = [str(python), "-m", module, str(request)]
+    out_log, err_log = request.parent / "worker.stdout", request.parent / "worker.stderr"
+    with open(out_log, "wb") as out_f, open(err_log, "wb") as err_f:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f, env=env, cwd=root,
+                                    start_new_session=True)
+        except OSError as e:
+            raise NeurodeployError(f"cannot start the Lava runtime's Python {python} ({e.strerror}); "
+                                   "delete the runtime and run `neurodeploy setup lava`") from None
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=root, start_new_session=True)
-    except OSError as e:
-        raise NeurodeployError(f"cannot start the Lava runtime's Python {python} ({e.strerror}); "
-                               "delete the runtime and run `neurodeploy setup lava`") from None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
-        raise NeurodeployError(f"{what} did not finish within {timeout:.0f} s (killed)") from None
-    except BaseException:   # Ctrl-C: take the worker and Lava's children down, then go on
-        _kill_group(proc)
-        proc.communicate()
-        raise
-    finally:
-        _kill_group(proc)   # Lava may leave helper processes in the group
-    if proc.returncode != 0:
-        lines = [l for l in err.strip().splitlines() if l.strip()]
-        last = lines[-1] if lines else f"exit status {proc.returncode}"
-        if last.startswith("error: "):
-            last = last[len("error: "):]
-        if "ModuleNotFoundError" in last or "ImportError" in last:
-            last += (f" (the Lava runtime at {runtime_path()} looks broken: delete it and run "
-                     "`neurodeploy setup lava`)")
-        raise NeurodeployError(f"{failed}: {last}")
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise NeurodeployError(f"{what} (pid {proc.pid}) did not finish within {timeout:.0f} s (killed)") from None
+    finally:   # success, failure, timeout, Ctrl-C, SIGTERM: no Lava process outlives this call
+        _stop_group(proc)
+    if rc != 0:
+        raise NeurodeployError(f"{failed}: {_failure(proc.pid, rc, err_log, what)}")
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _failure(pid: int, rc: int, err_log: Path, what: str) -> str:
+    """What went wrong in the worker, in one line: its own last ``error:`` line, or how it died."""
+    try:
+        text = err_log.read_text(errors="replace")
+    except OSError:
+        text = ""
+    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    errors = [l for l in lines if l.startswith("error: ")]
+    if errors:      # the worker said what went wrong (then took its process group down itself)
+        last = errors[-1][len("error: "):]
+    elif rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        how = "crashed" if -rc in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT) \
+            else "was killed"
+        return f"{what} (pid {pid}) {how} with {name} (exit status {rc}); its Lava processes were stopped"
+    else:
+        last = f"{what} (pid {pid}) exited with status {rc}" + (f": {lines[-1]}" if lines else "")
+    if "ModuleNotFoundError" in last or "ImportError" in last:
+        last += (f" (the Lava runtime at {runtime_path()} looks broken: delete it and run "
+                 "`neurodeploy setup lava`)")
+    return last
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 2.0) -> None:
+    """SIGKILL the worker's process group (the worker and every Lava process it started),
+    reap the worker, and give the others a moment to go (bounded)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does a process of the group still run (zombies, which hold no files, do not count)?"""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[2]) == pgid and stat[0] not in (b"Z", b"X"):
+                return True
+        return False
+    except OSError:        # no /proc: trust kill(0)
+        return True
 
 
 def weight_summary(layers: dict) -> dict:

@@ -338,8 +338,10 @@ def _model_errors(head) -> str:
 
 
 def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed",
-             fast_conv: bool = True, route: str = "loihi2") -> dict:
-    """Run N samples; returns outputs (T, N, *out), counts and timings."""
+             fast_conv: bool = True, route: str = "loihi2", before_stop=None) -> dict:
+    """Run N samples; returns outputs (T, N, *out), counts and timings. ``before_stop`` is
+    called when the network has run, before Lava stops its processes (the worker's
+    watchdog stops watching them there)."""
     from lava.magma.core.run_conditions import RunSteps
 
     sequence = x.ndim == len(plan.input_shape) + 2
@@ -373,6 +375,8 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     overflows = {n: int(np.asarray(p.overflows.get()).sum()) for n, p in procs.items()}
     trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
               for n, p in procs.items() if plan.pops[n].record}
+    if before_stop is not None:
+        before_stop()
     head.stop()
     if plan.output_source:
         out = trains[plan.output_source]

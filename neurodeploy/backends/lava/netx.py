@@ -197,8 +197,8 @@ def write_netx(graph, path) -> dict:
     g, plan, q, order = prepare(graph)
     by_target = {p.target: p for p in plan.paths}
     warnings, layers, bias_report, rescaled = [], [], {}, {}
-    from ...fsutil import atomic_output
-    with atomic_output(path, suffix=".netx.part") as tmp:
+    from ...fsutil import memory_output
+    with memory_output(path, suffix=".netx.part") as tmp:      # HDF5 in memory, then one atomic write
         with h5py.File(tmp, "w") as f:
             lay = f.create_group("layer")
             host = f.create_group(GROUP)
@@ -384,11 +384,12 @@ def run_netx(netx_path, x: np.ndarray, timesteps: int, timeout: float = 1800.0, 
     back through Lava's Var.get is slow (~110 s for the pruned SqueezeNet's layers at
     32x32, 2 samples x 4 steps, against ~7 s of simulation).
     """
-    from . import _run_worker, ensure_runtime
+    from . import _run_worker, _short_temp_root, ensure_runtime
 
     python = ensure_runtime()
     mant, exp, _ = input_bias(netx_path, x)
-    with tempfile.TemporaryDirectory(prefix="neurodeploy-netx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="neurodeploy-netx-", dir=_short_temp_root(),
+                                     ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "bias.npz", mant=mant, exp=exp)
         extra = {}

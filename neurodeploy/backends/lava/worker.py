@@ -43,11 +43,14 @@ def main(request_path: str) -> int:
     conv = conventions_of(graph)
     plan = build_plan(graph, conv)
     x = np.load(req["inputs"])
+    if x.ndim == 0 or 0 in x.shape:   # Lava would wait forever for a first sample
+        raise ValueError(f"the inputs hold no samples (shape {x.shape})")
     precision = req.get("precision", "fixed")
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', not {precision!r}")
+    watch = _watch_children()
     r = run_plan(plan, x, int(req["timesteps"]), precision, bool(req.get("fast_conv", True)),
-                 req.get("route", "loihi2"))
+                 req.get("route", "loihi2"), before_stop=watch.set)
     r["precision"] = precision
     c = counters(plan, r)
     c["graph_sha256"] = file_sha256(req["graph"])
@@ -66,6 +69,75 @@ def main(request_path: str) -> int:
     }
     (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
     return 0
+
+
+def _children(pid: int) -> list:
+    """(pid, state, exit code) of the processes whose parent is ``pid``, from /proc (the exit
+    code, field 52 of stat, is what waitpid would report; it is read here because Lava's own
+    threads may reap a dead process before we could ask the kernel)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[1]) == pid:
+            out.append((int(entry.name), stat[0].decode(), int(stat[49]) if len(stat) > 49 else None))
+    return out
+
+
+def _how_it_ended(pid: int, code) -> str:
+    """'was killed with SIGKILL' / 'exited with status 1', from a wait status."""
+    import signal
+    if code is None:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (ChildProcessError, OSError, AttributeError):
+            info = None
+        if info is None:
+            return "died"
+        code = {os.CLD_EXITED: info.si_status << 8, os.CLD_DUMPED: info.si_status | 0x80}.get(
+            info.si_code, info.si_status)
+    if code & 0x7F:
+        try:
+            name = signal.Signals(code & 0x7F).name
+        except ValueError:
+            name = f"signal {code & 0x7F}"
+        return f"crashed with {name}" if code & 0x80 or name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE",
+                                                                  "SIGABRT") else f"was killed with {name}"
+    return f"exited with status {code >> 8}"
+
+
+def _watch_children(interval: float = 0.5):
+    """While the network runs, watch Lava's model processes (our children): if one dies
+    (killed, crashed), Lava's runtime would wait for it forever, so say which one died
+    and how, in the one ``error:`` line the caller reads, and take the group down.
+    Returns an Event; setting it (before Lava stops its processes, which may end them
+    with a signal) stops the watch."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    me = os.getpid()
+
+    def watch():
+        while not done.wait(interval):
+            for pid, state, code in _children(me):
+                if state in ("Z", "X") and not done.is_set():
+                    how = _how_it_ended(pid, code)
+                    print(f"error: a Lava runtime process (pid {pid}, started by the worker {me}) {how} while "
+                          "the network ran; the run was stopped", file=sys.stderr, flush=True)
+                    try:
+                        if os.getpgrp() == me:
+                            os.killpg(me, signal.SIGKILL)
+                    finally:
+                        os._exit(2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
 
 
 def _die_with_parent() -> None:
