@@ -986,7 +986,7 @@ class _PopTiler:
         C, H, W = self.grid
         whole = (C, H, W)
         if self._ok(whole):
-            return self._choice(whole, None, "the whole population fits one core's limits")
+            return self._choice(whole, None, "fits in one tile")
         cands = []
         ch = list(range(C, 0, -1))                  # whole channels per tile: fill cores, a remainder may merge
         spatial = [(rr, W) for rr in _sizes(H)] + [(1, ww) for ww in _sizes(W)[1:]]
@@ -1006,8 +1006,7 @@ class _PopTiler:
                 break
         if not cands:
             res, need, lim = self.evaluate((1, 1, 1))["fail"]
-            why = (f"a single neuron needs {_amount(res, need)} > {_amount(res, lim)} "
-                   f"{RESOURCE_WORDS.get(res, res)}")
+            why = f"one neuron alone needs {_amount(res, need)} > {_amount(res, lim)} {RESOURCE_WORDS.get(res, res)}"
             return _Choice(None, [], res, why, res)
         best = min(cands, key=lambda sh: self._objective(self.evaluate(sh)))
         return self._choice(best, *self._binding(best))
@@ -1015,8 +1014,7 @@ class _PopTiler:
     def _binding(self, shape) -> Tuple[Optional[str], str]:
         cc, rr, ww = shape
         C, H, W = self.grid
-        words = f"{cc} channel{'s' if cc > 1 else ''} x {rr} row{'s' if rr > 1 else ''}" + \
-            (f" x {ww} column{'s' if ww > 1 else ''}" if ww < W else "") + " per tile"
+        words = f"tiles of {cc} neurons" if H == W == 1 else f"tiles of {cc} ch x {rr} rows x {ww} cols"
         bigger = None
         if cc < C:
             bigger = (cc + 1, rr, ww)
@@ -1028,11 +1026,9 @@ class _PopTiler:
             return None, words
         fail = self.evaluate(bigger)["fail"]
         if fail is None:
-            return ("out_axons" if "out_axons" in self.limits else "neurons"), \
-                words + " (larger tiles would fit, but would spread each source neuron over more cores)"
+            return "fan-out", words + " (larger tiles fit, but would spread each source neuron over more cores)"
         res, need, lim = fail
-        return res, words + f"; larger would need {_amount(res, need)} > {_amount(res, lim)} " \
-                            f"{RESOURCE_WORDS.get(res, res)}"
+        return res, words + f"; one more needs {_amount(res, need)} > {_amount(res, lim)} {RESOURCE_WORDS.get(res, res)}"
 
     def _choice(self, shape, binding, why) -> _Choice:
         ev = self.evaluate(shape)
@@ -1294,12 +1290,12 @@ def latency(mapping: Mapping, timesteps: int, counters=None) -> Latency:
     """Time per step and per inference on the mapped cores (module docstring, "Time and energy")."""
     spec = mapping.spec
     model = spec.timing_model
+    if model not in ("event", "tick") or not mapping.fits:
+        why = "the network does not fit" if model in ("event", "tick") else "no published timing model"
+        return Latency(spec.name, model, None, None, timesteps, why)
     if model == "tick":
         tick = spec.seconds("tick")
         return Latency(spec.name, model, tick, tick * timesteps, timesteps, "fixed tick (real-time operation)")
-    if model != "event" or not mapping.fits:
-        why = "no published timing model" if model != "event" else "the network does not fit"
-        return Latency(spec.name, model, None, None, timesteps, why)
     t_syn, t_act, t_in, t_sp = (spec.seconds(k) for k in ("synop", "neuron_update_active",
                                                             "neuron_update_inactive", "spike"))
     barrier = spec.seconds("barrier")
@@ -1331,22 +1327,28 @@ def latency(mapping: Mapping, timesteps: int, counters=None) -> Latency:
     return Latency(spec.name, model, step, step * timesteps, timesteps, basis, busiest, barrier)
 
 
+def cost_of(mapping: Mapping, lat: Latency, dynamic_j: float) -> dict:
+    """Static energy, total and energy-delay product of one inference (module docstring)."""
+    spec = mapping.spec
+    units = len(mapping.cores) if spec.static_scope == "core" else mapping.chips
+    static_j = spec.static_watts * units * lat.inference_s if lat.inference_s is not None else None
+    total = dynamic_j + (static_j or 0.0)
+    power = spec.static.get("power")
+    return {"dynamic_j": dynamic_j, "static_j": static_j, "total_j": total,
+            "edp_js": total * lat.inference_s if lat.inference_s is not None else None,
+            "static_power_w": spec.static_watts, "static_scope": spec.static_scope,
+            "static_units": units, "static_source": power.source if power else None}
+
+
 def hardware_cost(graph, target, counters, dynamic_j: float) -> dict:
     """Mapping summary, latency, static energy, total and energy-delay product of one inference."""
     mapping = map_graph(graph, target)
     from ..ir.conventions import conventions_of
     steps = counters.timesteps if counters is not None else (conventions_of(graph).timesteps or 1)
     lat = latency(mapping, steps, counters)
-    spec = mapping.spec
-    units = len(mapping.cores) if spec.static_scope == "core" else mapping.chips
-    static_j = spec.static_watts * units * lat.inference_s if lat.inference_s is not None else None
-    total = dynamic_j + (static_j or 0.0)
     return {"fits": mapping.fits, "verdict": mapping.verdict, "cores": len(mapping.cores), "chips": mapping.chips,
-            "latency": lat.to_dict(), "static_j": static_j, "static_power_w": spec.static_watts,
-            "static_scope": spec.static_scope, "static_source": spec.static.get("power").source
-            if spec.static.get("power") else None,
-            "total_j": total, "edp_js": total * lat.inference_s if lat.inference_s is not None else None}
+            "latency": lat.to_dict(), **cost_of(mapping, lat, dynamic_j)}
 
 
 __all__ = ["HardwareSpec", "load_spec", "mapping_target_names", "analyse", "map_graph", "Mapping",
-           "PopulationPlacement", "Tile", "Core", "Region", "Latency", "latency", "hardware_cost"]
+           "PopulationPlacement", "Tile", "Core", "Region", "Latency", "latency", "cost_of", "hardware_cost"]
