@@ -121,8 +121,9 @@ def plot_mapping(mapping: mp.Mapping, path) -> Path:
         ax.set_yticklabels([f"chip {c}" for c in range(chips)] if chips <= 40 else [])
     handles = [plt.Rectangle((0, 0), 1, 1, color=tab(i % 20)) for i in range(len(names))]
     shown = 24
-    labels = [f"{i}: {n} ({len(mapping.populations[i].cores)} cores)" for i, n in enumerate(names)]
-    axes[0].legend(handles[:shown], labels[:shown] + ([] if len(names) <= shown else []), fontsize=6,
+    labels = [f"{i}: {n} (" + ("REFUSED" if p.unplaceable else f"{len(p.cores)} cores") + ")"
+              for i, (n, p) in enumerate(zip(names, mapping.populations))]
+    axes[0].legend(handles[:shown], labels[:shown], fontsize=6,
                    loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
                    title=None if len(names) <= shown else f"first {shown} of {len(names)}")
     fig.suptitle(f"{mapping.target}: {mapping.verdict}"[:160], fontsize=9)
