@@ -2,9 +2,9 @@
 
 ``map_graph(graph, target) -> Mapping`` places every population (its neurons) and its incoming
 synapses onto cores under the limits in the target file's ``[mapping]`` table, each limit with
-its source (``neurodeploy/targets/*.toml``). Pure functions over the graph and the target; no
-torch, nothing is run. ``latency()`` and ``hardware_cost()`` add time per step / per inference
-from the ``[timing]`` table and static energy from ``[static]``.
+its source (``neurodeploy/targets/*.toml``). Pure functions over the graph and the target (numpy,
+scipy.sparse; no torch), nothing is run. ``latency()``, ``cost_of()`` and ``hardware_cost()`` add
+time per step / per inference from the ``[timing]`` table and static energy from ``[static]``.
 
 What is placed
 --------------
@@ -31,10 +31,14 @@ matrix. Every synapse of the graph is counted once, at the neuron it feeds.
 
 Tiles, encodings, cores
 -----------------------
-A population is cut into *tiles*: blocks of whole channels (C x H x W), else of rows of one
-channel, else of columns of one row; a dense (1-D) population into index ranges. Its tile size
-is the largest that keeps every tile within every per-core limit (binary search); the limit
-that stops the next larger size is reported as the one that *binds*. A tile needs:
+A population is cut into *tiles*: blocks of ``cc`` channels x ``rr`` rows x ``ww`` columns (a dense,
+1-D population: index ranges). Populations are tiled destinations first, so that a tile knows
+its output axons. For every row block (and, with one row, every column block) the largest
+feasible channel block is found by binary search; among these candidates the one with the
+fewest tiles plus the cores its sources will need for their fan-out (their (neuron, tile) pairs
+over the output-axon limit, or over the neurons per core on TrueNorth) is taken: splitting a
+layer by channels spreads every source neuron over all the channel blocks. The limit the next
+larger tile breaks is reported as the one that *binds*. A tile needs:
 
 * neurons (compartments): its size (on TrueNorth a neuron reaches one axon of one core: the
   copies its fan-out needs go onto splitter cores, ``fanout_copies``);
@@ -50,9 +54,11 @@ that stops the next larger size is reported as the one that *binds*. A tile need
 * neuron state bits (``neuron_state_bits``) where state and synapses share ``core_memory``;
 * output axons: one per (neuron, destination core) pair (``output_axons_per_core``).
 
-Tiles are then packed first-fit onto cores in graph order (small populations share a core,
-resources add up), cores fill chips in order (``cores_per_chip``) and chips fill boards
-(``chips_per_board``). A population whose single neuron exceeds a limit cannot be placed at all:
+Tiles are then packed first-fit, in graph order, onto the last 64 cores opened (small
+populations share a core, resources add up), cores fill chips in order (``cores_per_chip``) and
+chips fill boards (``chips_per_board``). On TrueNorth a population whose tiles have P (neuron,
+destination core) pairs for N neurons needs at least P - N copy neurons, packed on splitter
+cores after it. A population whose single neuron exceeds a limit cannot be placed at all:
 it is named with that limit and the verdict is "does not fit". Speck (``model =
 "layer_per_core"``) instead gives each population one whole core (a layer) and checks the
 sinabs memory formulas against the nine cores' kernel and neuron memories.
@@ -65,8 +71,8 @@ barrier synchronisation::
     t_step = max_core sum_tiles (synops t_syn + active t_act + inactive t_inact + spikes t_spike)
              + t_barrier,          t_inference = T t_step,   throughput = 1 / t_inference
 
-with a tile's synops = spikes of its source per step x the tile's share of that source's
-synapses (uniform firing within a population), and neuron updates / spikes / active updates
+with a tile's synops = sum over its sources of (spikes per source neuron per step) x (the
+tile's synapses from that source) (uniform firing within a population), and neuron updates / spikes / active updates
 per step from the run's counters. Without counters the bound is every source spiking every
 step and every update active (an upper bound on time). ``model = "tick"`` (TrueNorth,
 SpiNNaker 2): a step is one fixed tick (real-time operation), whatever the activity.
