@@ -602,8 +602,9 @@ class _ConvPath:
         """_cover for every channel group's taps (groups share the few distinct tap sets)."""
         codes = used.astype(np.int64) @ (np.int64(1) << np.arange(used.shape[1], dtype=np.int64))
         uniq, inv = np.unique(codes, return_inverse=True)
-        cov = np.stack([self._cover(axis, tuple(int(i) for i in np.nonzero((int(c) >> np.arange(used.shape[1])) & 1)[0]),
-                                    n) for c in uniq])
+        bits = np.arange(used.shape[1])
+        cov = np.stack([self._cover(axis, tuple(int(i) for i in np.nonzero((int(c) >> bits) & 1)[0]), n)
+                        for c in uniq])
         return cov[inv]
 
     def _classes(self, axis: int, n: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -1034,7 +1035,8 @@ class _PopTiler:
         if fail is None:
             return "fan-out", words + " (larger tiles fit, but would spread each source neuron over more cores)"
         res, need, lim = fail
-        return res, words + f"; one more needs {_amount(res, need)} > {_amount(res, lim)} {RESOURCE_WORDS.get(res, res)}"
+        return res, (words + f"; one more needs {_amount(res, need)} > {_amount(res, lim)} "
+                     f"{RESOURCE_WORDS.get(res, res)}")
 
     def _choice(self, shape, binding, why) -> _Choice:
         ev = self.evaluate(shape)
@@ -1048,6 +1050,15 @@ class _PopTiler:
             enc = {src: str(a[g, b, e]) for src, a in ev["chosen"].items() if by.get(src)}
             tiles.append(Tile(self.pop.name, r, r.size, sum(by.values()), usage, enc, by_source=by))
         return _Choice(shape, tiles, binding, why)
+
+
+def _max_fan_in(pop: Population) -> int:
+    """The most synapses any neuron of the population receives from other populations (all chains summed)."""
+    total = np.zeros(pop.neurons, dtype=np.int64)
+    for pa in pop.paths:
+        if not pa.host:
+            total += pa.conn.counts().reshape(-1)
+    return int(total.max()) if pop.neurons else 0
 
 
 def _amount(res: str, v: float) -> str:
@@ -1076,9 +1087,8 @@ def map_graph(graph, target: Union[str, Path, en.Target, HardwareSpec]) -> Mappi
     placements = []
     for name, p in pops.items():
         ch = found[name]
-        fan = max((int(pa.conn.counts().max()) for pa in p.paths if not pa.host and pa.synapses), default=0)
-        placements.append(PopulationPlacement(name, p.kind, p.shape, p.neurons, p.synapses, p.host_synapses, fan,
-                                              ch.tiles, ch.binding, ch.why, unplaceable=ch.unplaceable,
+        placements.append(PopulationPlacement(name, p.kind, p.shape, p.neurons, p.synapses, p.host_synapses,
+                                              _max_fan_in(p), ch.tiles, ch.binding, ch.why, unplaceable=ch.unplaceable,
                                               sources=list(dict.fromkeys(pa.source for pa in p.paths))))
     if spec.m("fanout_copies", False):
         _add_copies(placements, limits)
@@ -1249,9 +1259,9 @@ def _map_layers(pops: Dict[str, Population], spec: HardwareSpec, notes) -> Mappi
         else:
             tile.core = assigned[n]
             tiles = [tile]
-        fan = max((int(pa.conn.counts().max()) for pa in p.paths if not pa.host and pa.synapses), default=0)
-        placements.append(PopulationPlacement(n, p.kind, p.shape, p.neurons, p.synapses, p.host_synapses, fan,
-                                              tiles, None if not bad else "layer", why, [tile.core] if tiles else [],
+        placements.append(PopulationPlacement(n, p.kind, p.shape, p.neurons, p.synapses, p.host_synapses,
+                                              _max_fan_in(p), tiles, None if not bad else "layer", why,
+                                              [tile.core] if tiles else [],
                                               bad, list(dict.fromkeys(pa.source for pa in p.paths))))
     for c in sorted(set(assigned.values())):
         tl = [pl.tiles[0] for pl in placements if pl.tiles and pl.tiles[0].core == c]
