@@ -615,15 +615,107 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
                            device=device, timesteps=timesteps, dt=dt)
 
     def render(o):
-        rows = [[t["target"], f"{t['energy_per_inference_j'] * 1e3:.5f}", f"{t['cnn_energy_j'] * 1e3:.5f}",
-                 f"{t['cnn_over_snn']:.2f}x", f"{t['memory_aware']['ratio_with_memory']:.2f}x"]
+        def mj(v):
+            return "" if v is None else f"{v * 1e3:.5f}"
+        rows = [[t["target"], mj(t["dynamic_j"]), mj(t["static_j"]), mj(t["total_j"]),
+                 "" if t["latency_s"] is None else f"{t['latency_s'] * 1e3:.4g}",
+                 "" if t["edp_js"] is None else f"{t['edp_js'] * 1e6:.4g}",
+                 f"{t['cnn_over_snn']:.2f}x", f"{t['cnn_gpu_over_snn']:.2f}x",
+                 "" if t["memory_aware"] is None else f"{t['memory_aware']['ratio_with_memory']:.2f}x",
+                 "" if not t.get("mapping") else t["mapping"].get("error") or
+                 f"{t['mapping']['cores']} cores, {t['mapping']['chips']} chip(s)" +
+                 ("" if t["mapping"]["fits"] else ", DOES NOT FIT")]
                 for t in o["targets"]]
         _table(f"energy per inference, {o['inputs']} ({o['backend']} counts)",
-               ["target", "SNN (mJ)", "CNN twin @45nm (mJ)", "CNN/SNN", "CNN/SNN at 45 nm with memory (Lemaire)"], rows)
+               ["target", "SNN dynamic (mJ)", "static (mJ)", "total (mJ)", "latency (ms)", "EDP (mJ ms)",
+                "CNN twin on 45 nm MACs / SNN", "CNN twin on GPU (est.) / SNN",
+                "with memory, this target (Lemaire)", "mapping"], rows)
         tot = o["counts_per_sample"]
+        twin = o["cnn_twin_j"]
         out.print(f"per sample: {tot['effective_acs'] / 1e6:.3f} M ACs, {tot['effective_macs'] / 1e6:.3f} M MACs, "
-                  f"{tot['spikes']:.0f} spikes; CNN twin {o['cnn_macs'] / 1e6:.3f} M MACs")
+                  f"{tot['spikes']:.0f} spikes; CNN twin {o['cnn_macs'] / 1e6:.3f} M MACs = "
+                  f"{twin['cmos45nm'] * 1e3:.5f} mJ on 45 nm CMOS MACs, {twin['gpu'] * 1e3:.5f} mJ on the GPU "
+                  f"estimate (a CNN runs on CNN hardware, not on a neuromorphic chip)")
+        for t in o["targets"]:
+            m = t.get("mapping") or {}
+            if m.get("static_source") and not m.get("static_power_w"):
+                out.print(f"{t['target']} static power: {m['static_source'].split(':')[0].lower()} "
+                          f"(targets/{t['target']}.toml)")
     emit(report, as_json, render)
+
+
+def _ranges(ids) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5' (at most a few groups, then a count)."""
+    ids = sorted(ids)
+    groups, start = [], None
+    for i, v in enumerate(ids):
+        if start is None:
+            start = v
+        if i + 1 == len(ids) or ids[i + 1] != v + 1:
+            groups.append(f"{start}-{v}" if v > start else f"{v}")
+            start = None
+    return ", ".join(groups) if len(groups) <= 3 else f"{', '.join(groups[:2])}, ... ({len(groups)} runs)"
+
+
+@app.command("map")
+def map_(file: Path = typer.Argument(..., help="A .nir file."),
+         target: str = typer.Option("loihi2", "--target", help="Hardware target with cores: loihi2, loihi1 "
+                                                              "(alias loihi), truenorth, spinnaker2, speck, or a "
+                                                              ".toml with a [mapping] table."),
+         counts: Optional[Path] = typer.Option(None, help="Counters JSON from `run --save-counts`: time from the "
+                                                          "measured activity, and energy (default: time is an upper "
+                                                          "bound, every synapse active every step)."),
+         timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
+         plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the placement on the cores."),
+         cores: bool = typer.Option(False, "--cores", help="List every core in the JSON."),
+         as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Place a graph on a chip: cores and chips per population and why, utilisation, time, verdict."""
+    from .reports.mapping_report import map_report
+    report = map_report(file, target, counts_file=counts, timesteps=timesteps, plot=plot, cores=cores)
+
+    def render(o):
+        words = {"neurons": "neurons", "in_axons": "input axons", "out_axons": "output axons",
+                 "syn_bits": "synaptic memory", "mem_bits": "core memory", "layer": "one layer per core",
+                 "fan-out": "sources' fan-out"}
+        rows = []
+        for p in o["populations"]:
+            syn = f"{p['synapses']:,}" + (f" (+{p['host_synapses']:,} host)" if p["host_synapses"] else "")
+            rows.append([p["name"], "x".join(map(str, p["shape"])), f"{p['neurons']:,}", syn, f"{p['max_fan_in']:,}",
+                         "REFUSED" if p["unplaceable"] else f"{len(p['cores'])}: {_ranges(p['cores'])}" +
+                         (f" +{len(p['copy_cores'])} copy cores" if p.get("copy_cores") else ""),
+                         ",".join(p["encodings"]), words.get(p["binding"], p["binding"] or "-"), p["why"]])
+        _table(f"{o['file']} on {o['target']} ({o['description']})",
+               ["population", "shape", "neurons", "synapses on cores", "max fan-in", "cores", "encoding",
+                "binds", "why"], rows)
+        tot = o["totals"]
+        util = ", ".join(f"{words.get(k, k)} {v:.0%}" for k, v in tot["utilisation"].items())
+        out.print(f"{tot['cores']:,} cores, {tot['chips']} chip(s), {tot['boards']} board(s); "
+                  f"utilisation of the mapped cores: {util}")
+        lat = o["latency"]
+        if lat["inference_s"] is not None:
+            out.print(f"time ({lat['model']} model, {lat['basis']}): {lat['step_s'] * 1e6:.4g} us per step, "
+                      f"{lat['inference_s'] * 1e3:.4g} ms per inference of {lat['timesteps']} steps, "
+                      f"{lat['inferences_per_s']:,.4g} inferences/s")
+        else:
+            out.print(f"time: not estimated ({lat['basis']})")
+        e = o["energy"]
+        if e:
+            out.print(f"energy per inference: dynamic {e['dynamic_j'] * 1e3:.5f} mJ + static "
+                      f"{(e['static_j'] or 0) * 1e3:.5f} mJ = {e['total_j'] * 1e3:.5f} mJ; EDP "
+                      + ("-" if e["edp_js"] is None else f"{e['edp_js'] * 1e6:.4g} mJ ms"))
+        for n in o["notes"]:
+            out.print(f"note: {n}")
+        for w in o["warnings"]:
+            out.print(f"[yellow]warning[/]: {w}")
+        if o.get("plot"):
+            out.print(f"wrote {o['plot']}")
+        colour = "green" if o["fits"] else "red"
+        out.print(f"[bold {colour}]{o['verdict']}[/]")
+        out.print(f"every limit and time above is a constant in neurodeploy/targets/{o['target']}.toml with its source "
+                  f"(--json lists them)")
+    emit(report, as_json, render)
+    if not report["fits"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -666,7 +758,8 @@ def _entry():
     except NeurodeployError as e:
         if STATE["debug"]:
             raise
-        err.print(f"[red]error[/]: {e}", highlight=False)
+        from rich.markup import escape
+        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False)   # "[mapping]" is text, not markup
         sys.exit(2)
     except KeyboardInterrupt as e:
         _exit_interrupted(e)

@@ -117,7 +117,7 @@ def test_validate_model_vs_onnx(cli, graph_file):
 def test_energy_measured(cli, graph_file, tiny_ckpt):
     from neurodeploy.architectures import build, count_macs
     rep = js(cli("energy", graph_file, "--targets", "cmos45nm,loihi", "--samples", 8, "--device", "cpu", "--json"))
-    assert [t["target"] for t in rep["targets"]] == ["cmos45nm", "loihi"]
+    assert [t["target"] for t in rep["targets"]] == ["cmos45nm", "loihi1"]      # "loihi" is Loihi 1's alias
     assert rep["samples"] == 8
     args = checkpoint.read(tiny_ckpt)["arguments"]
     assert rep["cnn_macs"] == count_macs(build("mnasnet", "cnn", **args), (1, 16, 16))
@@ -155,7 +155,8 @@ def test_models_and_targets_json(cli, tiny_zoo, monkeypatch):
     assert row["mnasnet"]["timesteps"] == 2 and row["mnasnet"]["snn_test_accuracy"] is not None
     assert not row["xception"]["snn_checkpoint"] and row["xception"]["snn_test_accuracy"] is None
     tg = js(cli("targets", "--json"))
-    assert sorted(t["name"] for t in tg["targets"]) == ["cmos45nm", "gpu", "loihi", "spinnaker2", "truenorth"]
+    assert sorted(t["name"] for t in tg["targets"]) == ["cmos45nm", "gpu", "loihi1", "loihi2", "speck", "spinnaker2",
+                                                        "truenorth"]
     assert "installed" in tg["lava_runtime"]
 
 

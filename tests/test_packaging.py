@@ -52,7 +52,7 @@ def _run(site: Path, cwd: Path, *args) -> subprocess.CompletedProcess:
 def test_wheel_carries_its_data(installed):
     wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    for need in ("neurodeploy/targets/cmos45nm.toml", "neurodeploy/targets/loihi.toml",
+    for need in ("neurodeploy/targets/cmos45nm.toml", "neurodeploy/targets/loihi1.toml",
                  "neurodeploy/models/pruned_squeezenet/snn.pt", "neurodeploy/models/pruned_squeezenet/snn.json",
                  "neurodeploy/paper_tables.csv", "neurodeploy/backends/lava/worker.py"):
         assert need in names, need
@@ -68,7 +68,7 @@ def test_installed_commands_work_outside_the_checkout(installed, tmp_path):
     version = _run(site, tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.startswith("neurodeploy ")
     targets = json.loads(_run(site, tmp_path, "targets", "--json").stdout)
-    assert {"cmos45nm", "loihi"} <= {t["name"] for t in targets["targets"]}
+    assert {"cmos45nm", "loihi1", "loihi2"} <= {t["name"] for t in targets["targets"]}
     assert {"torch", "lava"} <= {b["name"] for b in targets["backends"]}
     models = json.loads(_run(site, tmp_path, "models", "--json").stdout)
     row = next(m for m in models["models"] if m["name"] == "pruned_squeezenet")
@@ -79,5 +79,5 @@ def test_installed_commands_work_outside_the_checkout(installed, tmp_path):
     energy = _run(site, tmp_path, "energy", "p.nir", "--targets", "cmos45nm,loihi", "--samples", "4", "--json")
     assert energy.returncode == 0, energy.stderr
     report = json.loads(energy.stdout)
-    assert [t["target"] for t in report["targets"]] == ["cmos45nm", "loihi"]
+    assert [t["target"] for t in report["targets"]] == ["cmos45nm", "loihi1"]
     assert all(t["energy_per_inference_j"] > 0 for t in report["targets"])

@@ -5,7 +5,7 @@
 :mod:`neurodeploy.backends.base`) and one line here. Modules load on first use, so
 asking for ``torch`` never imports Lava's side and the other way round.
 
-A *backend* executes a graph. A *hardware target* (``cmos45nm``, ``loihi``, ...) is a
+A *backend* executes a graph. A *hardware target* (``cmos45nm``, ``loihi1``, ...) is a
 chip or process whose energy constants live in ``neurodeploy/targets/*.toml``; the two
 words are kept apart, and a hardware name given where a backend is wanted gets a hint.
 """
@@ -53,7 +53,7 @@ def get(name: str) -> Backend:
     if name in BACKENDS:
         return BACKENDS[name]
     from .. import targets
-    if name in targets.names():
+    if name in targets.names() or name in targets.ALIASES:
         raise NeurodeployError(f"'{name}' is a hardware target (energy constants), not a backend; backends run "
                                f"graphs: {', '.join(BACKENDS)} (Loihi's simulator is 'lava')")
     raise NeurodeployError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")

@@ -122,6 +122,7 @@ RULES: Dict[str, Tuple[str, ...]] = {
     "synop": ("synop", "host_mac"),
     "synop_neuron": ("synop", "neuron_update", "host_mac"),
     "dense_mac": ("mac",),
+    "none": (),          # a mapping-only target (speck): no per-event energy published; price() refuses it
 }
 #: the [memory] constants the memory-aware estimate needs (a [memory] table must have all)
 MEMORY_KEYS = ("weight_read", "potential_read", "potential_write", "input_read", "output_write")
@@ -152,6 +153,7 @@ class Target:
     memory: Dict[str, Constant] = field(default_factory=dict)
     derivation: Dict[str, Constant] = field(default_factory=dict)
     path: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)   # the whole file ([mapping], [timing], ...)
 
     def j(self, key: str) -> float:
         """One [energy] constant in joules."""
@@ -234,7 +236,7 @@ def parse_target(data: dict, where: str = "<target>") -> Target:
     derivation = _parse_table(data, "derivation", where, energy_unit=False)
     return Target(name=data["name"], description=data["description"], backend=data["backend"],
                   kind=data["kind"], rule=rule, energy=energy, memory=memory,
-                  derivation=derivation, path=where)
+                  derivation=derivation, path=where, raw=data)
 
 
 def load_target(name: Union[str, Path, Target]) -> Target:
@@ -249,7 +251,12 @@ def load_target(name: Union[str, Path, Target]) -> Target:
         where, raw, stem = str(path), path.read_bytes(), path.stem
     else:
         names = target_names()
+        text = targets.resolve(text)
         if text not in names:
+            from .. import backends
+            if text in backends.names():
+                raise NeurodeployError(f"'{text}' is a backend (it runs graphs), not a hardware target; "
+                                       f"hardware targets are: {', '.join(names)}")
             raise NeurodeployError(f"unknown target {text!r}; valid targets: {', '.join(names)}")
         res = targets_dir() / f"{text}.toml"
         where, raw, stem = f"targets/{text}.toml", res.read_bytes(), text
@@ -397,6 +404,9 @@ def price(counters: RunCounters, target: Union[str, Path, Target] = "cmos45nm", 
     must have been recorded for that graph (see check_graph).
     """
     t = load_target(target)
+    if t.rule == "none":
+        raise NeurodeployError(f"target {t.name} publishes no per-event energy (rule 'none'): it is for "
+                               f"`neurodeploy map` only")
     if graph_sha256 is not None:
         check_graph(counters, graph_sha256)
     n = _samples(counters)

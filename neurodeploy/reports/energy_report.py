@@ -56,17 +56,41 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
         counters.graph_sha256 = sha
         source = f"measured on {backend}"
     cnn_macs, cnn_source = cnn_twin_macs_for(graph, counters, file)
+    # the CNN twin runs on hardware that runs CNNs: the 45 nm MAC model and the GPU estimate
     cnn_j = en.cnn_energy(cnn_macs, "cmos45nm")
+    cnn_twin = {"cmos45nm": cnn_j, "gpu": en.cnn_energy(cnn_macs, "gpu")}
     rows = []
     for t in loaded:
         rep = en.price(counters, t, graph_sha256=sha)
-        mem = en.memory_aware(counters, "cmos45nm", cnn_macs=cnn_macs)
+        # memory-aware estimate only where the target prices memory ([memory]), not repeated per row
+        mem = en.memory_aware(counters, t, cnn_macs=cnn_macs).to_dict() if t.memory else None
         rows.append({"target": t.name, "description": t.description, "kind": t.kind,
-                     "energy_per_inference_j": rep.joules, "cnn_energy_j": cnn_j,
+                     "energy_per_inference_j": rep.joules, "dynamic_j": rep.joules, "cnn_energy_j": cnn_j,
                      "cnn_over_snn": en.energy_ratio(cnn_j, rep.joules),
-                     "breakdown": rep.to_dict(), "memory_aware": mem.to_dict()})
+                     "cnn_gpu_over_snn": en.energy_ratio(cnn_twin["gpu"], rep.joules),
+                     **hardware_columns(graph, t, counters, rep.joules),
+                     "breakdown": rep.to_dict(), "memory_aware": mem})
     return {"file": str(file), "graph_sha256": sha, "backend": backend, "counts": source,
             "inputs": inputs.source if inputs is not None and not counts_file else source,
             "samples": counters.samples,
             "timesteps": counters.timesteps, "counts_per_sample": counters.totals(),
-            "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "targets": rows}
+            "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "cnn_twin_j": cnn_twin, "targets": rows}
+
+
+def hardware_columns(graph, target, counters, dynamic_j: float) -> dict:
+    """Static energy, total, latency and EDP of one inference on a chip target (measure/mapping.py);
+    None where the target is an operation-count model without cores (cmos45nm, gpu)."""
+    from ..measure import mapping
+    blank = {"static_j": None, "total_j": dynamic_j, "latency_s": None, "edp_js": None, "mapping": None}
+    if "mapping" not in target.raw:
+        return blank
+    try:
+        cost = mapping.hardware_cost(graph, target, counters, dynamic_j)
+    except NeurodeployError as e:
+        return {**blank, "mapping": {"error": str(e)}}
+    lat = cost["latency"]
+    return {"static_j": cost["static_j"], "total_j": cost["total_j"], "latency_s": lat["inference_s"],
+            "edp_js": cost["edp_js"],
+            "mapping": {"fits": cost["fits"], "verdict": cost["verdict"], "cores": cost["cores"],
+                        "chips": cost["chips"], "latency": lat, "static_power_w": cost["static_power_w"],
+                        "static_scope": cost["static_scope"], "static_source": cost["static_source"]}}

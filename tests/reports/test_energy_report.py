@@ -27,15 +27,21 @@ def _inputs(n=4):
 
 
 def test_measured_report(graph_file, tiny_ckpt):
-    rep = energy_report(graph_file, ["cmos45nm", "truenorth"], device="cpu", inputs=_inputs())
+    rep = energy_report(graph_file, ["cmos45nm", "spinnaker2"], device="cpu", inputs=_inputs())
     assert rep["graph_sha256"] == file_sha256(graph_file) and rep["samples"] == 4 and rep["timesteps"] == 2
     assert rep["cnn_macs_source"] == "CNN twin of mnasnet (architecture)"
     assert rep["cnn_macs"] == checkpoint.read(tiny_ckpt)["card"]["cnn_macs"]
-    assert [t["target"] for t in rep["targets"]] == ["cmos45nm", "truenorth"]
+    assert [t["target"] for t in rep["targets"]] == ["cmos45nm", "spinnaker2"]
     for t in rep["targets"]:
         assert t["energy_per_inference_j"] > 0
         assert t["cnn_energy_j"] == pytest.approx(rep["cnn_macs"] * 4.6e-12)
-        assert "ratio_with_memory" in t["memory_aware"]
+    cmos, tn = rep["targets"]
+    assert "ratio_with_memory" in cmos["memory_aware"] and tn["memory_aware"] is None   # only where priced
+    assert rep["cnn_twin_j"]["gpu"] == pytest.approx(rep["cnn_macs"] * 20.9e-12)
+    assert cmos["latency_s"] is None and cmos["total_j"] == cmos["dynamic_j"]          # no chip, no time
+    assert tn["mapping"]["fits"] and tn["latency_s"] == pytest.approx(rep["timesteps"] * 1e-3)   # 1 ms tick
+    assert tn["edp_js"] == pytest.approx(tn["total_j"] * tn["latency_s"])
+    assert tn["mapping"]["cores"] >= 1
 
 
 def test_counts_file_roundtrip_and_refusals(graph_file, tmp_path):
