@@ -33,7 +33,8 @@ demo: lava
 	$(ND) check $(OUT)/pruned_squeezenet.nir
 	$(ND) validate $(OUT)/pruned_squeezenet.nir --targets model,torch --samples 200 --min-agreement 1.0
 	$(ND) validate $(OUT)/pruned_squeezenet.nir --targets torch,lava --samples 8
-	$(ND) energy $(OUT)/pruned_squeezenet.nir --targets cmos45nm,loihi,truenorth,spinnaker2 --samples 200
+	$(ND) energy $(OUT)/pruned_squeezenet.nir --targets cmos45nm,loihi1,loihi2,truenorth,spinnaker2 --samples 200
+	$(ND) map $(OUT)/pruned_squeezenet.nir --target loihi2 --plot $(OUT)/pruned_squeezenet_loihi2.png
 
 test: lava
 	$(PY) -m pytest -q

@@ -180,18 +180,22 @@ def main():
     ap.add_argument("--lava-samples", type=int, default=200)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    rows = [measure(n, args.epochs, args.test, args.lava_samples) for n in args.networks.split(",")]
+    if not args.json:
+        print("| network | snnTorch acc | graph acc | exact (populations) | Lava float identical | Lava agreement | "
+              "on Loihi's grid | grid vs float | Lava s/sample | training s |", flush=True)
+        print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for n in args.networks.split(","):          # a row as soon as it is measured
+        r = measure(n, args.epochs, args.test, args.lava_samples)
+        rows.append(r)
+        if not args.json:
+            print(f"| {r['network']} | {r['snntorch_accuracy']:.3f} | {r['graph_accuracy']:.3f} | "
+                  f"{'yes' if r['exact'] else 'no'} ({r['populations_identical']}) | "
+                  f"{'yes' if r['lava_float_identical'] else 'no'} | {r['lava_agreement']:.1%} | "
+                  f"{r['lava_agreement_on_grid']:.1%} | {r['grid_vs_float_agreement']:.1%} | "
+                  f"{r['lava_seconds_per_sample']} | {r['train_seconds']} |", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return
-    print("| network | snnTorch acc | graph acc | exact (populations) | Lava float identical | Lava agreement | "
-          "on Loihi's grid | grid vs float | Lava s/sample |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['network']} | {r['snntorch_accuracy']:.3f} | {r['graph_accuracy']:.3f} | "
-              f"{'yes' if r['exact'] else 'no'} ({r['populations_identical']}) | "
-              f"{'yes' if r['lava_float_identical'] else 'no'} | {r['lava_agreement']:.1%} | "
-              f"{r['lava_agreement_on_grid']:.1%} | {r['grid_vs_float_agreement']:.1%} | {r['lava_seconds_per_sample']} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ _API = {
     "save": ("neurodeploy.ir.io", "write_graph"),
     "conventions_of": ("neurodeploy.ir.conventions", "conventions_of"),
     "export": ("neurodeploy.exporters", "export"),
-    "verify": ("neurodeploy.exporters.module", "verify"),
+    "verify": ("neurodeploy.measure.exactness", "verify"),
     "compile": ("neurodeploy.backends", "compile"),
     "compare": ("neurodeploy.measure.compare", "compare"),
     "price": ("neurodeploy.measure.energy", "price"),

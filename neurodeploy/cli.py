@@ -331,7 +331,8 @@ def _export_module(spec, weights, input_shape, timesteps, dt, snap, input_file, 
     """export --module: load the user's network, export it, check it spike for spike, write it."""
     import numpy as np
     from .check import summarize
-    from .exporters.module import export as export_module, verify
+    from .exporters.module import export as export_module
+    from .measure.exactness import verify
     from .exporters.user import load_module, parse_shape
     from .ir.io import write_graph
     if fmt != "nir":
@@ -639,8 +640,8 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
         for t in o["targets"]:
             m = t.get("mapping") or {}
             if m.get("static_source") and not m.get("static_power_w"):
-                out.print(f"{t['target']} static power: {m['static_source'].split(':')[0].lower()} "
-                          f"(targets/{t['target']}.toml)")
+                why = m["static_source"].split(":")[0]
+                out.print(f"{t['target']} static power: {why[:1].lower() + why[1:]} (targets/{t['target']}.toml)")
     emit(report, as_json, render)
 
 

@@ -19,9 +19,9 @@ state), traced with torch.fx (layers and neurons are leaves), its BatchNorms fol
 float64 into the layer before them, optionally snapped to the zoo's exact power-of-two
 grid (``snap``), and lowered by :func:`neurodeploy.exporters.lowering.lower_traced`.
 
-Exactness, measured: :func:`verify` runs the original module, the deployed copy (folded,
-maybe snapped) and the exported graph on the torch backend, and compares outputs and each
-population's spikes. Folding BatchNorm and splitting sums across projections change float
+Exactness, measured: :func:`neurodeploy.measure.exactness.verify` runs the original module,
+the deployed copy (folded, maybe snapped) and the exported graph on the torch backend, and
+compares outputs and each population's spikes. Folding BatchNorm and splitting sums across projections change float
 rounding, so without ``snap`` the graph may differ from the module in a few values; with
 ``snap`` every sum over spikes is exact in float32 and the graph reproduces the deployed
 module bit for bit (the report also says how much the snap itself changed the outputs).
@@ -186,7 +186,7 @@ def export(module: nn.Module, example_input, timesteps: Optional[int] = None, dt
     ``example_input``: a batch (N, *input_shape) or the per-sample shape as a tuple.
     ``timesteps`` and ``dt`` are recorded in the graph's conventions (dt defaults to
     snnTorch's 1e-4, with which snnTorch's beta maps to tau = dt/(1 - beta)). The module
-    is not changed. Check the result with :func:`verify`.
+    is not changed. Check the result with :func:`neurodeploy.measure.exactness.verify`.
     """
     if timesteps is not None and int(timesteps) < 1:
         raise NeurodeployError(f"timesteps must be a positive integer, not {timesteps}")
@@ -248,48 +248,3 @@ def run(module: nn.Module, x: np.ndarray, timesteps: int, batch_size: int = 64) 
             h.remove()
         reset_state(module)
     return torch.cat(outs, 1).numpy(), {k: torch.cat(v).numpy() for k, v in spikes.items()}
-
-
-def _compare(a_out, a_spikes, b_out, b_spikes) -> dict:
-    pops = {}
-    for k in b_spikes:
-        if k in a_spikes:
-            pops[k] = {"identical": bool(np.array_equal(a_spikes[k], b_spikes[k])),
-                       "spike_count_agreement": float(np.mean(a_spikes[k] == b_spikes[k])),
-                       "spikes_per_sample": float(np.mean(b_spikes[k]))}
-    same_shape = a_out.shape == b_out.shape
-    pa = a_out.sum(0).reshape(a_out.shape[1], -1).argmax(1)
-    pb = b_out.sum(0).reshape(b_out.shape[1], -1).argmax(1)
-    return {"identical_outputs": bool(same_shape and np.array_equal(a_out, b_out)),
-            "output_value_agreement": float(np.mean(a_out == b_out)) if same_shape else 0.0,
-            "prediction_agreement": float(np.mean(pa == pb)),
-            "identical_populations": sum(p["identical"] for p in pops.values()), "populations": pops}
-
-
-def verify(module: nn.Module, graph: nir.NIRGraph, x: np.ndarray, timesteps: Optional[int] = None,
-           snap: bool = False) -> dict:
-    """The exported graph (torch backend, CPU) against the module it came from, on inputs x
-    (N, *input_shape): outputs and every population's spikes per sample.
-
-    ``graph_vs_module`` compares with the user's module as it is; ``graph_vs_deployed``
-    with its deployed copy (BatchNorm folded, snapped if ``snap``), the arithmetic the
-    graph was made to reproduce; with ``snap`` also ``snap_vs_module``, what the snap
-    changed."""
-    from ..backends import compile as compile_backend
-    from ..ir.conventions import conventions_of
-    T = int(timesteps or conventions_of(graph).timesteps or 1)
-    x = np.asarray(x, np.float32)
-    result = compile_backend("torch", graph, device="cpu").run(x, T)
-    g_out, g_spikes = result.outputs, result.population_spike_counts
-    original = copy.deepcopy(module).cpu().eval()
-    m_out, m_spikes = run(original, x, T)
-    deployed = deploy(module, torch.as_tensor(x[:1]), snap)
-    d_out, d_spikes = run(deployed, x, T)
-    report = {"samples": int(len(x)), "timesteps": T,
-              "graph_vs_module": _compare(m_out, m_spikes, g_out, g_spikes),
-              "graph_vs_deployed": _compare(d_out, d_spikes, g_out, g_spikes)}
-    if snap:
-        report["snap_vs_module"] = _compare(m_out, m_spikes, d_out, d_spikes)
-    report["exact"] = report["graph_vs_module"]["identical_outputs"] and all(
-        p["identical"] for p in report["graph_vs_module"]["populations"].values())
-    return report

@@ -12,7 +12,8 @@ from torch import nn
 
 import neurodeploy as nd
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.exporters.module import export, verify
+from neurodeploy.exporters.module import export
+from neurodeploy.measure.exactness import verify
 
 snn = pytest.importorskip("snntorch")
 KW = dict(init_hidden=True)
@@ -254,3 +255,26 @@ def test_lava_runs_the_users_network(name, tmp_path):
     fixed = nd.compile("lava", on_grid).run(x)
     agree = np.mean(fixed.outputs.sum(0).argmax(-1) == ref.outputs.sum(0).argmax(-1))
     assert agree >= 0.99, agree
+
+
+class MultiStepNet(nn.Module):
+    """Multi-step style: the module sees all T steps at once (neurodeploy's LIF unfolds time)."""
+
+    def __init__(self):
+        super().__init__()
+        from neurodeploy.architectures.layers import LIF
+        self.conv, self.lif1 = nn.Conv2d(1, 6, 3), LIF(beta=0.9)
+        self.fc, self.lif2 = nn.Linear(6 * 6 * 6, 5), LIF(beta=0.9, threshold=0.5)
+
+    def forward(self, x):
+        return self.lif2(self.fc(self.lif1(self.conv(x)).flatten(1)))
+
+
+def test_multi_step_module_exports_exactly():
+    torch.manual_seed(0)
+    net = MultiStepNet()
+    net.conv.weight.data *= 3
+    graph = nd.export(net, (1, 8, 8), timesteps=6)
+    report = verify(net, graph, inputs((1, 8, 8)))
+    assert report["exact"] and report["graph_vs_module"]["identical_populations"] == 2
+    assert all(p["spikes_per_sample"] > 0 for p in report["graph_vs_module"]["populations"].values())
