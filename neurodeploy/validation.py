@@ -98,6 +98,11 @@ def output_file(option: str, path) -> Optional[Path]:
     path = Path(path)
     if path.is_dir():
         raise NeurodeployError(f"{option} {path} is a folder; give a file name (e.g. {path / 'out'})")
+    return _under_a_folder(option, path)
+
+
+def _under_a_folder(option: str, path: Path) -> Path:
+    """The nearest existing parent of ``path`` must be a folder (it is created below it)."""
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -113,12 +118,7 @@ def output_folder(option: str, path) -> Optional[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NeurodeployError(f"{option} {path} is a file; give a folder")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NeurodeployError(f"{option} {path}: {parent} is a file, not a folder")
-            break
-    return path
+    return _under_a_folder(option, path)
 
 
 def run_arguments(timesteps, batch_size) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 from ...errors import NeurodeployError
 from ...ir.counters import RunCounters, RunResult, merge_counters
 from ..base import Support
+from . import procfs
 from .runtime import ensure_runtime, install_runtime, runtime_path, runtime_status
 
 PRECISIONS = ("fixed", "float")
@@ -233,17 +234,7 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     try:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) == pgid and stat[0] not in (b"Z", b"X"):
-                return True
-        return False
+        return any(int(stat[2]) == pgid and stat[0] not in (b"Z", b"X") for _, stat in procfs.stats())
     except OSError:        # no /proc: trust kill(0)
         return True
 

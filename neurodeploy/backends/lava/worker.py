@@ -75,18 +75,9 @@ def _children(pid: int) -> list:
     """(pid, state, exit code) of the processes whose parent is ``pid``, from /proc (the exit
     code, field 52 of stat, is what waitpid would report; it is read here because Lava's own
     threads may reap a dead process before we could ask the kernel)."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(stat[1]) == pid:
-            out.append((int(entry.name), stat[0].decode(), int(stat[49]) if len(stat) > 49 else None))
-    return out
+    from .procfs import stats
+    return [(child, stat[0].decode(), int(stat[49]) if len(stat) > 49 else None)
+            for child, stat in stats() if int(stat[1]) == pid]
 
 
 def _how_it_ended(pid: int, code) -> str:
