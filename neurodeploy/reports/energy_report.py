@@ -38,6 +38,7 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
     """Price the counts of a run of ``file`` on ``backend`` with ``inputs`` (or the counts
     saved in ``counts_file``) on each hardware target."""
     file = Path(file)
+    gpu_energy = None
     graph = read_graph(file)
     sha = file_sha256(file)
     names = targets or ["cmos45nm"]
@@ -52,7 +53,16 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
         source = str(counts_file)
     else:
         program = backends.compile(backend, graph, source=file, device=device, dt=dt)
-        counters = program.run(inputs.x, timesteps).counters
+        gpu = getattr(program, "device", None)
+        if any(t.name == "gpu" for t in loaded) and gpu is not None and gpu.type == "cuda":
+            # the GPU row becomes a measurement: NVML's energy counter around this very run
+            import torch
+            from ..measure.gpu_energy import measure
+            result, gpu_energy = measure(lambda: program.run(inputs.x, timesteps), gpu.index or 0,
+                                         synchronize=torch.cuda.synchronize)
+            counters = result.counters
+        else:
+            counters = program.run(inputs.x, timesteps).counters
         counters.graph_sha256 = sha
         source = f"measured on {backend}"
     cnn_macs, cnn_source = cnn_twin_macs_for(graph, counters, file)
@@ -61,7 +71,8 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
     cnn_twin = {"cmos45nm": cnn_j, "gpu": en.cnn_energy(cnn_macs, "gpu")}
     rows = []
     for t in loaded:
-        rep = en.price(counters, t, graph_sha256=sha)
+        measured = gpu_energy.above_idle_j if gpu_energy is not None and t.name == "gpu" else None
+        rep = en.price(counters, t, graph_sha256=sha, measured_joules=measured)
         # memory-aware estimate only where the target prices memory ([memory]), not repeated per row
         mem = en.memory_aware(counters, t, cnn_macs=cnn_macs).to_dict() if t.memory else None
         rows.append({"target": t.name, "description": t.description, "kind": t.kind,
@@ -74,7 +85,8 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
             "inputs": inputs.source if inputs is not None and not counts_file else source,
             "samples": counters.samples,
             "timesteps": counters.timesteps, "counts_per_sample": counters.totals(),
-            "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "cnn_twin_j": cnn_twin, "targets": rows}
+            "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "cnn_twin_j": cnn_twin, "targets": rows,
+            "gpu_energy_measured": gpu_energy.to_dict() if gpu_energy is not None else None}
 
 
 def hardware_columns(graph, target, counters, dynamic_j: float) -> dict:
