@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	# Sinabs writes the IF graphs the interop tests read; it pins nir<=1.0.4 and samna (DynapCNN
 	# hardware), neither of which its NIR export needs, so it goes in without its pins
 	$(PY) -m pip install --quiet --no-deps "sinabs==3.1.3" "pbr>=6"
+	# NeuroBench's metrics, checked against our counts; its dependencies are its datasets' (audio,
+	# event cameras), which the metrics do not use
+	$(PY) -m pip install --quiet --no-deps "neurobench==2.3.0" && $(PY) -m pip install --quiet "tqdm>=4"
 	touch $@
 
 env: $(VENV)/.installed

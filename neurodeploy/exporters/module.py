@@ -156,10 +156,32 @@ def snap_weights(gm: torch.fx.GraphModule) -> int:
     return n
 
 
+def private_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of the caller's module, never touching it. Neuron state left from a forward
+    pass with autograd on (snnTorch's mem after training) is not a leaf tensor and cannot be
+    deep-copied: its copy is a detached clone (the state is reset before any run anyway)."""
+    memo, seen, stack = {}, set(), [module]
+    while stack:                      # every tensor reachable through attributes, dicts and lists
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if torch.is_tensor(obj):
+            if not obj.is_leaf:
+                memo[id(obj)] = obj.detach().clone()
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            stack.extend(vars(obj).values())
+    return copy.deepcopy(module, memo)
+
+
 def deploy(module: nn.Module, example: torch.Tensor, snap: bool = False) -> torch.fx.GraphModule:
     """A private, eval-mode, traced copy of ``module`` computing with the deployed weights
     (BatchNorm folded; snapped with ``snap``), shapes attached: what the lowering reads."""
-    net = copy.deepcopy(module).cpu().eval()
+    net = private_copy(module).cpu().eval()
     gm = trace(net, example)          # shapes attached here stay valid: folding and snapping keep them
     fold_batchnorms(gm)
     if snap:

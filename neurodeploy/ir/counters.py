@@ -68,6 +68,27 @@ class RunCounters:
             "dense_ops": sum(p.dense_ops for p in self.projections.values()) / n,
         }
 
+    def neurobench(self) -> dict:
+        """The same run in NeuroBench's names and definitions (per sample, NeuroBench 2.3):
+
+        * SynapticOperations: Effective_ACs / Effective_MACs / Dense of the weighted layers
+          only. NeuroBench hooks Conv and Linear modules; pooling is not a layer it counts,
+          while this toolkit counts a pool's additions as synaptic operations (a pool is a
+          projection on hardware). That is the one difference, and it is all of it (tested
+          against the neurobench package itself).
+        * ActivationSparsity: 1 - spikes / neuron updates, over every population.
+        * MembraneUpdates: neuron updates (neurons x timesteps).
+        """
+        n = max(self.samples, 1)
+        weighted = [p for p in self.projections.values() if p.kind not in ("AvgPool2d", "SumPool2d")]
+        spikes = sum(p.spikes for p in self.populations.values())
+        updates = sum(p.neuron_updates for p in self.populations.values())
+        return {"SynapticOperations": {"Effective_MACs": sum(p.effective_macs for p in weighted) / n,
+                                       "Effective_ACs": sum(p.effective_acs for p in weighted) / n,
+                                       "Dense": sum(p.dense_ops for p in weighted) / n},
+                "ActivationSparsity": 1.0 - spikes / updates if updates else 0.0,
+                "MembraneUpdates": updates / n}
+
     def to_dict(self) -> dict:
         d = {
             "samples": self.samples, "timesteps": self.timesteps,
@@ -78,6 +99,7 @@ class RunCounters:
                                 "effective_macs": v.effective_macs}
                             for k, v in self.projections.items()},
             "totals_per_sample": self.totals(),
+            "neurobench_per_sample": self.neurobench(),
         }
         return d
 

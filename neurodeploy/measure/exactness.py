@@ -3,7 +3,6 @@ the graph on the torch backend against the user's module (``export --module`` ru
 every export; ``neurodeploy.verify`` from Python)."""
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import nir
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import backends
-from ..exporters.module import deploy, run
+from ..exporters.module import deploy, private_copy, run
 from ..ir.conventions import conventions_of
 
 
@@ -45,7 +44,7 @@ def verify(module: nn.Module, graph: nir.NIRGraph, x: np.ndarray, timesteps: Opt
     x = np.asarray(x, np.float32)
     result = backends.compile("torch", graph, device="cpu").run(x, T)
     g_out, g_spikes = result.outputs, result.population_spike_counts
-    original = copy.deepcopy(module).cpu().eval()
+    original = private_copy(module).cpu().eval()
     m_out, m_spikes = run(original, x, T)
     deployed = deploy(module, torch.as_tensor(x[:1]), snap)
     d_out, d_spikes = run(deployed, x, T)
