@@ -278,3 +278,16 @@ def test_multi_step_module_exports_exactly():
     report = verify(net, graph, inputs((1, 8, 8)))
     assert report["exact"] and report["graph_vs_module"]["identical_populations"] == 2
     assert all(p["spikes_per_sample"] > 0 for p in report["graph_vs_module"]["populations"].values())
+
+
+def test_export_right_after_training_steps():
+    """snnTorch leaves the last forward's state (with autograd history) in the neurons; export
+    still copies the module without touching it."""
+    net, shape = build("residual")
+    net.train()
+    out = net(torch.rand(2, *shape))
+    (out[0] if isinstance(out, tuple) else out).sum().backward()
+    assert not net.l1.mem.is_leaf                     # state with history, as after a training step
+    graph = nd.export(net, shape, timesteps=4)
+    assert verify(net, graph, inputs(shape, 4))["exact"]
+    assert not net.l1.mem.is_leaf                     # the caller's state untouched
