@@ -641,7 +641,7 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
             m = t.get("mapping") or {}
             if m.get("static_source") and not m.get("static_power_w"):
                 why = m["static_source"].split(":")[0]
-                out.print(f"{t['target']} static power: {why[:1].lower() + why[1:]} (targets/{t['target']}.toml)")
+                out.print(f"{t['target']} static power: {why} (targets/{t['target']}.toml)")
     emit(report, as_json, render)
 
 
