@@ -480,7 +480,7 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
     from .fsutil import atomic_output
     from .ir.io import file_sha256
     from .measure.compare import predictions
-    from .measure.metrics import macro_f1
+    from .measure.metrics import accuracy, macro_f1
     graph, inputs = _load(file, dataset, input_file, labels, samples, data_dir)
     program = backends.compile(target, graph, source=file, device=device, dt=dt)
     with progress_bar() as p:
@@ -494,7 +494,7 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
               "samples_per_second": round(n / max(result.seconds, 1e-9), 2),
               "peak_memory_bytes": _peak_memory(program), "predictions": pred.tolist()}
     if inputs.labels is not None:
-        report["accuracy"] = float((pred == inputs.labels).mean())
+        report["accuracy"] = accuracy(inputs.labels, pred)
         report["macro_f1"] = macro_f1(inputs.labels, pred, int(result.outputs.shape[-1]))
     report["counters"] = result.counters.to_dict()
     if save_output:
@@ -609,11 +609,11 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
     from .validation import options
     options(samples=samples, timesteps=timesteps, dt=dt, device=device)
     from .reports.energy_report import energy_report
-    inputs = None
+    graph, inputs = None, None
     if counts is None:
-        _, inputs = _load(file, dataset, input_file, None, samples, data_dir)
+        graph, inputs = _load(file, dataset, input_file, None, samples, data_dir)
     report = energy_report(file, _csv(targets_), inputs=inputs, counts_file=counts, backend=backend,
-                           device=device, timesteps=timesteps, dt=dt)
+                           device=device, timesteps=timesteps, dt=dt, graph=graph)
 
     def render(o):
         def mj(v):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -78,6 +79,17 @@ def fold_batchnorm(w: torch.Tensor, b: torch.Tensor, bn):
         return w, b
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return w * scale.view((-1,) + (1,) * (w.dim() - 1)), (b - bn.running_mean) * scale + bn.bias
+
+
+def batchnorm64(bn):
+    """A BatchNorm's running statistics and affine parameters in float64, detached, as
+    :func:`fold_batchnorm` reads them (gamma 1 and beta 0 without affine parameters): the
+    exporters fold users' BatchNorms in float64, then round once to float32."""
+    mean = bn.running_mean.detach().double()
+    return SimpleNamespace(
+        weight=bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean),
+        bias=bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean),
+        running_mean=mean, running_var=bn.running_var.detach().double(), eps=bn.eps)
 
 
 def deploy(w: torch.Tensor, b: torch.Tensor, loihi_step: float | None, snap: bool):

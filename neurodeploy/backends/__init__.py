@@ -59,8 +59,8 @@ def get(name: str) -> Backend:
     raise NeurodeployError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
 
 
-def _graph(graph, source):
-    """A graph given as a path is read here (then ``source`` is that path)."""
+def as_graph(graph, source=None):
+    """(graph, source): a graph given as a .nir path is read here (``source`` is then that path)."""
     import nir
     if isinstance(graph, (str, Path)):
         from ..ir.io import read_graph
@@ -80,15 +80,18 @@ def compile(name: str, graph, *, source: Optional[Path] = None, **options) -> Pr
     same graphs; a graph this backend cannot run is refused with the reason ``check`` prints."""
     from ..ir.validate import validate_graph
     backend = get(name)
-    graph, source = _graph(graph, source)
+    graph, source = as_graph(graph, source)
     validate_graph(graph, dt=options.get("dt"), where=str(source) if source is not None else None)
-    require(name, graph)
+    _refuse_unless(name, backend.load().supports(graph))     # validated just above: the backend's own test
     return backend.load().compile(graph, source=source, **{**options, **backend.options})
 
 
 def require(name: str, graph) -> None:
     """One line, before anything runs, when backend ``name`` cannot run ``graph``."""
-    s = supports(name, graph)
+    _refuse_unless(name, supports(name, graph))
+
+
+def _refuse_unless(name: str, s: Support) -> None:
     if not s.ok:
         raise NeurodeployError(f"backend '{name}' cannot run this graph: {s.why}")
 
@@ -97,7 +100,7 @@ def supports(name: str, graph) -> Support:
     """Can backend ``name`` run ``graph``? (What ``check`` prints; ``compile`` refuses the same.)"""
     from ..ir.validate import graph_problems
     backend = get(name)
-    graph, _ = _graph(graph, None)
+    graph, _ = as_graph(graph)
     try:
         problems = graph_problems(graph)
     except NeurodeployError as e:
@@ -107,4 +110,4 @@ def supports(name: str, graph) -> Support:
     return backend.load().supports(graph)
 
 
-__all__ = ["Backend", "BACKENDS", "names", "get", "compile", "supports", "require", "Program", "Support"]
+__all__ = ["Backend", "BACKENDS", "names", "get", "compile", "supports", "require", "as_graph", "Program", "Support"]

@@ -43,7 +43,8 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..architectures.layers import LIF, ConvBN, LeafTracer, LinearOut, SqueezeExcite, TwinModel, channel_shuffle
+from ..architectures.layers import (LIF, ConvBN, LeafTracer, LinearOut, SqueezeExcite, TwinModel, batchnorm64,
+                                   channel_shuffle, fold_batchnorm)
 from ..errors import NeurodeployError
 from ..ir.conventions import GraphConventions, with_conventions
 
@@ -414,12 +415,11 @@ def _lower_module(b: _Builder, name: str, mod, arg, node, dt) -> Wiring:
         _check_finite(name, w, bias)
         return _lower_linear(b, name, w, bias, arg, _shape(node))
     if isinstance(mod, nn.BatchNorm2d):       # not after a conv: a per-channel affine map, a depthwise 1x1 conv
-        scale = (mod.weight / torch.sqrt(mod.running_var + mod.eps)).detach().double()
-        shift = (mod.bias.detach().double() - mod.running_mean.double() * scale)
-        c = int(scale.numel())
-        geom = ConvGeometry((1, 1), (0, 0), (1, 1), c, c)
-        return _lower_conv(b, name, scale.float().numpy().reshape(c, 1, 1, 1), shift.float().numpy(), geom, arg,
-                           _shape(node))
+        c = int(mod.num_features)             # folded into an identity kernel, as a conv's BatchNorm is folded
+        w, bias = fold_batchnorm(torch.ones(c, 1, 1, 1, dtype=torch.float64), torch.zeros(c, dtype=torch.float64),
+                                 batchnorm64(mod))
+        return _lower_conv(b, name, w.float().numpy(), bias.float().numpy(), ConvGeometry((1, 1), (0, 0), (1, 1), c, c),
+                           arg, _shape(node))
     if is_neuron(mod):
         spikes = _lower_population(b, name, population(mod, arg.shape, name, dt), arg)
         meta = node.meta.get("tensor_meta")
@@ -440,11 +440,10 @@ def _lower_module(b: _Builder, name: str, mod, arg, node, dt) -> Wiring:
     raise NeurodeployError(f"cannot export {name} ({type(mod).__name__}): no lowering for this layer")
 
 
-def lower_traced(gm: torch.fx.GraphModule, input_shape, dt=None, folded=frozenset()) -> nir.NIRGraph:
+def lower_traced(gm: torch.fx.GraphModule, input_shape, dt=None) -> tuple:
     """The lowering pass: a traced network (leaves: layers and neuron modules; shapes attached
-    by ShapeProp) -> a NIR graph of populations and projections. Reset modes that NIR cannot
-    express are returned in ``graph.metadata["population_reset"]`` (a dict). ``folded``: the
-    BatchNorm nodes already folded into the conv before them (their value is the conv's)."""
+    by ShapeProp) -> (a NIR graph of populations and projections, {population: reset mode} for
+    the resets NIR cannot express)."""
     b = _Builder()
     values = {}
     modules = dict(gm.named_modules())
@@ -462,9 +461,6 @@ def lower_traced(gm: torch.fx.GraphModule, input_shape, dt=None, folded=frozense
         elif node.op == "call_module":
             mod = modules[node.target]
             name = node.target.removeprefix("m.")
-            if node in folded:
-                values[node] = values[node.args[0]]          # a BatchNorm folded into the conv before it
-                continue
             b.readers = _sources_still_needed(values, processed, node)
             values[node] = _lower_module(b, name, mod, values[node.args[0]], node, dt)
         elif node.op in ("call_function", "call_method"):
@@ -483,9 +479,7 @@ def lower_traced(gm: torch.fx.GraphModule, input_shape, dt=None, folded=frozense
             b.connect(out.terms[0].source, nm)
         elif node.op == "get_attr":
             raise NeurodeployError(f"cannot export: the network reads a tensor attribute ({node.target}) directly")
-    graph = nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
-    graph.metadata = {"population_reset": dict(b.resets)} if b.resets else {}
-    return graph
+    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False), dict(b.resets)
 
 
 def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
@@ -493,7 +487,8 @@ def lower(model: TwinModel, input_shape) -> nir.NIRGraph:
     if not model.twin.spiking:
         raise NeurodeployError("NIR export takes the spiking twin (--twin snn); "
                                "export the CNN twin with --format onnx")
-    return lower_traced(trace(model, input_shape), input_shape)
+    graph, _ = lower_traced(trace(model, input_shape), input_shape)     # the twins reset as NIR does
+    return graph
 
 
 def _sources_still_needed(values, processed, current) -> dict:

@@ -38,7 +38,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..architectures.layers import LIF, TRACE_LEAVES, fold_batchnorm, snap_to_exact_grid
+from ..architectures.layers import LIF, TRACE_LEAVES, batchnorm64, fold_batchnorm, snap_to_exact_grid
 from ..errors import NeurodeployError
 from ..ir.conventions import GraphConventions, with_conventions
 from ..ir.neurons import DEFAULT_DT
@@ -87,9 +87,9 @@ def trace(net: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
         raise NeurodeployError(f"{type(net).__name__}'s forward takes {len(arguments)} arguments; it must take one "
                                "input (one timestep; neuron state kept in the modules, e.g. snnTorch's "
                                "init_hidden=True)")
-    reset_state(gm)
-    _set_time(gm, 1, example.shape[0])
+    _set_time(net, 1, example.shape[0])       # gm holds net's own modules: one setting serves both
     try:
+        reset_state(net)
         with torch.no_grad():
             net(example)          # a plain call first: ShapeProp would print the user's traceback itself
     except Exception as e:  # noqa: BLE001 - the user's forward may raise anything
@@ -98,10 +98,9 @@ def trace(net: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
                                "--input-shape") from None
     finally:
         reset_state(net)
-    _set_time(gm, 1, example.shape[0])
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
-    reset_state(gm)
+    reset_state(net)
     return gm
 
 
@@ -123,7 +122,7 @@ def fold_batchnorms(gm: torch.fx.GraphModule) -> int:
         bn = modules[node.target]
         w = layer.weight.detach().double()
         b = layer.bias.detach().double() if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        w, b = fold_batchnorm(w, b, _double(bn))
+        w, b = fold_batchnorm(w, b, batchnorm64(bn))
         layer.weight = nn.Parameter(w.float(), requires_grad=False)
         layer.bias = nn.Parameter(b.float(), requires_grad=False)
         node.replace_all_uses_with(src)
@@ -132,14 +131,6 @@ def fold_batchnorms(gm: torch.fx.GraphModule) -> int:
     gm.graph.lint()
     gm.recompile()
     return folded
-
-
-def _double(bn):
-    class _BN:     # the BatchNorm's parameters in float64, for fold_batchnorm
-        weight = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(bn.running_mean).double()
-        bias = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(bn.running_mean).double()
-        running_mean, running_var, eps = bn.running_mean.double(), bn.running_var.double(), bn.eps
-    return _BN
 
 
 def snap_weights(gm: torch.fx.GraphModule) -> int:
@@ -217,12 +208,10 @@ def export(module: nn.Module, example_input, timesteps: Optional[int] = None, dt
     example = _example(example_input)
     input_shape = tuple(int(s) for s in example.shape[1:])
     gm = deploy(module, example, snap)
-    graph = lower_traced(gm, input_shape, dt)
-    resets = (graph.metadata or {}).get("population_reset", {})
+    graph, resets = lower_traced(gm, input_shape, dt)
     conventions = GraphConventions(dt=float(dt or DEFAULT_DT), timesteps=int(timesteps) if timesteps else None,
                                    input_shape=input_shape, model=name or type(module).__name__, twin="snn",
                                    population_reset=resets, extra={"exported_from": "module", "snapped": bool(snap)})
-    graph.metadata = {}
     return with_conventions(graph, conventions)
 
 

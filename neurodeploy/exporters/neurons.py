@@ -74,6 +74,11 @@ def _full(value, shape, what: str, name: str) -> np.ndarray:
                                f"{tuple(shape)}") from None
 
 
+def _clamped(decay):
+    """beta / alpha as snnTorch uses them: clamped to [0, 1] in every forward pass."""
+    return decay.clamp(0, 1) if torch.is_tensor(decay) else min(max(float(decay), 0.0), 1.0)
+
+
 def _reset_mode(module, name: str, kind: str) -> str:
     """snnTorch's reset_mechanism and reset_delay -> a reset mode (ir/neurons.py)."""
     mechanism = getattr(module, "reset_mechanism", "subtract")
@@ -144,8 +149,7 @@ def population(module, shape: tuple, name: str, dt: Optional[float] = None) -> P
     kind = type(module).__name__
     _check_plain(module, name)
     dt = DEFAULT_DT if dt is None else dt
-    beta = _full(module.beta.clamp(0, 1) if torch.is_tensor(module.beta) else min(max(module.beta, 0.0), 1.0),
-                 shape, "beta", name)
+    beta = _full(_clamped(module.beta), shape, "beta", name)
     threshold = _full(module.threshold, shape, "threshold", name)
     if np.any(threshold <= 0):
         raise NeurodeployError(f"{name}: threshold must be > 0")
@@ -159,16 +163,15 @@ def population(module, shape: tuple, name: str, dt: Optional[float] = None) -> P
     if isinstance(module, (snn.Leaky, snn.RLeaky)):
         return Population(_lif(beta, threshold, dt, leak, name), reset, recurrent)
     # Synaptic / RSynaptic: CubaLIF with i = alpha i + I, v = beta v + i
-    alpha = _full(module.alpha.clamp(0, 1) if torch.is_tensor(module.alpha) else module.alpha, shape, "alpha", name)
+    if leak is not None:
+        # RSynaptic adds V(spk) + bias to the synaptic current, not to the membrane
+        raise NeurodeployError(f"{name}: RSynaptic with a recurrent bias has no exact NIR form; use bias=False")
+    alpha = _full(_clamped(module.alpha), shape, "alpha", name)
     if np.any(alpha == 1.0) or np.any(beta == 1.0):
         raise NeurodeployError(f"{name}: alpha or beta = 1 (no decay) has no NIR CubaLIF form")
     tau_syn, _ = beta_to_nir(alpha, dt)
     tau_mem, r = beta_to_nir(beta, dt)
     zeros = np.zeros(shape)
-    v_leak = zeros if leak is None else leak.astype(np.float64) * r
-    if leak is not None:
-        # RSynaptic adds V(spk) + bias to the synaptic current, not to the membrane
-        raise NeurodeployError(f"{name}: RSynaptic with a recurrent bias has no exact NIR form; use bias=False")
-    node = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=r, v_leak=v_leak, v_threshold=threshold.astype(np.float64),
+    node = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=r, v_leak=zeros, v_threshold=threshold.astype(np.float64),
                        v_reset=zeros, w_in=tau_syn / dt)
     return Population(node, reset, recurrent)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import macro_f1
+from .metrics import accuracy, macro_f1
 
 
 def predictions(outputs: np.ndarray) -> np.ndarray:
@@ -32,7 +32,7 @@ def compare(results: dict, labels: np.ndarray | None, population_order: list) ->
                  "identical_outputs": bool(np.array_equal(r.outputs, ref.outputs)),
                  "seconds": round(float(r.seconds), 3)}
         if labels is not None:
-            entry["accuracy"] = float((pred == labels).mean())
+            entry["accuracy"] = accuracy(labels, pred)
             num_classes = int(r.outputs.shape[-1])
             entry["macro_f1"] = macro_f1(labels, pred, num_classes)
         pops, first = {}, None

@@ -13,6 +13,8 @@ from torch import nn
 from .. import backends
 from ..exporters.module import deploy, private_copy, run
 from ..ir.conventions import conventions_of
+from .compare import predictions
+from .metrics import accuracy
 
 
 def _compare(a_out, a_spikes, b_out, b_spikes) -> dict:
@@ -23,11 +25,9 @@ def _compare(a_out, a_spikes, b_out, b_spikes) -> dict:
                        "spike_count_agreement": float(np.mean(a_spikes[k] == b_spikes[k])),
                        "spikes_per_sample": float(np.mean(b_spikes[k]))}
     same_shape = a_out.shape == b_out.shape
-    pa = a_out.sum(0).reshape(a_out.shape[1], -1).argmax(1)
-    pb = b_out.sum(0).reshape(b_out.shape[1], -1).argmax(1)
     return {"identical_outputs": bool(same_shape and np.array_equal(a_out, b_out)),
             "output_value_agreement": float(np.mean(a_out == b_out)) if same_shape else 0.0,
-            "prediction_agreement": float(np.mean(pa == pb)),
+            "prediction_agreement": accuracy(predictions(a_out), predictions(b_out)),
             "identical_populations": sum(p["identical"] for p in pops.values()), "populations": pops}
 
 

@@ -34,12 +34,13 @@ def cnn_twin_macs_for(graph, counters: RunCounters, graph_path=None) -> tuple[fl
 
 
 def energy_report(file: Path, targets: list, inputs: Inputs | None = None, counts_file=None, backend="torch",
-                  device="auto", timesteps=None, dt=None) -> dict:
+                  device="auto", timesteps=None, dt=None, graph=None) -> dict:
     """Price the counts of a run of ``file`` on ``backend`` with ``inputs`` (or the counts
-    saved in ``counts_file``) on each hardware target."""
+    saved in ``counts_file``) on each hardware target. ``graph``: the file's graph, when the
+    caller has read it already."""
     file = Path(file)
     gpu_energy = None
-    graph = read_graph(file)
+    graph = read_graph(file) if graph is None else graph
     sha = file_sha256(file)
     names = targets or ["cmos45nm"]
     loaded = [en.load_target(t) for t in names]

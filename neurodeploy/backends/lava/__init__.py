@@ -279,15 +279,14 @@ def compile(graph, *, source=None, precision: str = "fixed", route: str = "loihi
     the graph is written to a temporary file that lives as long as the program.
     """
     import nir
+    from .. import as_graph
     from ...ir.conventions import conventions_of, replace, with_conventions
-    from ...ir.io import read_graph, write_graph
+    from ...ir.io import write_graph
     from .plan import PlanError
 
     if precision not in PRECISIONS:
         raise NeurodeployError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
-    if not isinstance(graph, nir.NIRGraph):
-        source = Path(graph)
-        graph = read_graph(source)
+    graph, source = as_graph(graph, source)
     keep = None
     if source is None or dt is not None:
         if dt is not None:
