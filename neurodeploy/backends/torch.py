@@ -43,8 +43,8 @@ from ..validation import run_arguments, samples_in
 from ..ir import neurons
 from ..ir.conventions import conventions_of
 from ..ir.nodes import POPULATIONS, PROJECTIONS
-from ..ir.topology import flatten_graph, pair, toposort
-from ..kernels import lif_cpu
+from ..ir.topology import conv_output_size, flatten_graph, pair, toposort
+from ..kernels import events, grid, integer, lif_cpu
 from ..ir.counters import PopulationCounts, ProjectionCounts, RunCounters, RunResult
 from .base import Support
 
@@ -136,6 +136,7 @@ class _Projection(_Op):
                 self.row_slice = slice(lo, hi) if hi - lo == len(self.rows_host) else None
 
         self.layout = "nchw"
+        self.kernels, self.kernel = None, "dense"    # see use_exact_kernels
 
     def use_channels_last(self):
         """Run this Conv2d on channels-last tensors (CPU, spike-fed projections only).
@@ -165,20 +166,83 @@ class _Projection(_Op):
             else:
                 self.w = self.w.contiguous(memory_format=torch.channels_last)
 
+    def use_exact_kernels(self, fraction_bits: int, max_input: float, binary: bool, prefer: str = "auto"):
+        """Offer the integer and event-driven kernels (CPU) beside the dense one, where
+        they give the same bits: a Conv2d (groups 1), Affine or Linear whose sums are
+        exact in any order for inputs that are multiples of 2^-fraction_bits in
+        [0, max_input] (spikes, pooled spikes; :mod:`neurodeploy.kernels.grid`).
+        ``prefer``: "auto" times the candidates on the first batch and keeps the
+        fastest; a kernel's name uses that one where it is offered; "dense" none."""
+        conv = self.kind == "Conv2d"
+        if prefer == "dense" or self.kind not in ("Conv2d", "Affine", "Linear") or (conv and self.args["groups"] != 1):
+            return
+        w, b = (self.w_live, self.b_live) if self.rows is not None else (self.w, self.b)
+        w_np, b_np = w.cpu().numpy(), (b.cpu().numpy() if b is not None else None)
+        if not grid.exact_in_any_order(w_np, b_np, fraction_bits, max_input):
+            return
+        a = self.args if conv else dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+        kernel = tuple(w.shape[2:]) if conv else (1, 1)
+        candidates = {"dense": self._dense_output}
+        if events.AVAILABLE:
+            taps = (w_np.transpose(2, 3, 1, 0) if conv else w_np.T[None, None])     # (KH, KW, C, O)
+            taps = np.ascontiguousarray(taps, dtype=np.float32)
+            bias = (b_np if b_np is not None else np.zeros(w.shape[0])).astype(np.float32)
+            candidates["events"] = lambda x: self._event_output(x, taps, bias, binary, a)
+        ints = grid.integer_weights(w_np)
+        scale_in = 2.0 ** fraction_bits
+        if ints is not None and max_input * scale_in <= 127:
+            w8, scale_out = integer.weight_matrix(ints[0]), 2.0 ** (ints[1] - fraction_bits)
+            candidates["int8"] = lambda x: integer.project(x, scale_in, w8, scale_out, b, kernel, a["stride"],
+                                                           a["padding"], a["dilation"])
+        if prefer in candidates:
+            candidates = {prefer: candidates[prefer]}
+        self.kernels = candidates
+        self.kernel = None if len(candidates) > 1 else next(iter(candidates))
+
+    def _event_output(self, x, taps, bias, binary, a):
+        image = x.dim() == 4
+        rows = (x.permute(0, 2, 3, 1) if image else x[:, None, None, :]).contiguous()
+        n, h, w = rows.shape[:3]
+        oh, ow = conv_output_size((h, w), taps.shape[:2], a["stride"], a["padding"], a["dilation"])
+        out = torch.empty((n, oh, ow, taps.shape[3]))
+        events.conv2d(rows.numpy(), taps, bias, out.numpy(), binary, a["stride"], a["padding"], a["dilation"],
+                      torch.get_num_threads())
+        return out.permute(0, 3, 1, 2) if image else out.view(n, -1)
+
+    def _tune(self, x) -> str:
+        """The fastest of the offered kernels on (a quarter of) this input: each runs
+        once on two samples (compiling or loading it), then once timed. All give the
+        same bits, so the choice changes only the speed."""
+        part = x[:max(2, x.shape[0] // 4)]
+        seconds = {}
+        for name, kernel in self.kernels.items():
+            kernel(part[:2])
+            t0 = time.perf_counter()
+            kernel(part)
+            seconds[name] = time.perf_counter() - t0
+        return min(seconds, key=seconds.get)
+
     def output(self, x):
         """The projection of x: a tensor, or for a projection that writes only some
         rows of its target (a concatenation branch) those rows as :class:`_Rows`,
         which the fan-in places (see ``TorchProgram._gather``)."""
+        if self.kernels is None or x.device.type != "cpu" or x.requires_grad:
+            y = self._dense_output(x)
+        else:
+            if self.kernel is None:
+                self.kernel = self._tune(x)
+            y = self.kernels[self.kernel](x)
+        return y if self.rows is None else _Rows(y, self)
+
+    def _dense_output(self, x):
         if self.layout == "matmul":
             n, c, h, w = x.shape
             flat = x.permute(0, 2, 3, 1).reshape(n * h * w, c)    # a view when x is channels-last
             y = torch.addmm(self.b_mat, flat, self.w_mat)
-            y = y.view(n, h, w, -1).permute(0, 3, 1, 2)              # channels-last memory
-        else:
-            if self.layout == "channels_last":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = self.f(x, self.w, self.b) if self.rows is None else self.f(x, self.w_live, self.b_live)
-        return y if self.rows is None else _Rows(y, self)
+            return y.view(n, h, w, -1).permute(0, 3, 1, 2)              # channels-last memory
+        if self.layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.f(x, self.w, self.b) if self.rows is None else self.f(x, self.w_live, self.b_live)
 
     def apply(self, x):
         y = self.output(x)
@@ -546,7 +610,9 @@ class _Rows:
 class TorchProgram:
     """A compiled NIR graph. ``run(inputs, timesteps)`` -> RunResult."""
 
-    def __init__(self, graph: nir.NIRGraph, device="auto", dt: float | None = None):
+    def __init__(self, graph: nir.NIRGraph, device="auto", dt: float | None = None, kernels: str = "auto"):
+        if kernels not in KERNELS:
+            raise NeurodeployError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
         self.device = resolve_device(device)
         if self.device.type == "cuda":  # TF32 would round weights to 10 bits and break exactness
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -571,8 +637,15 @@ class TorchProgram:
         self.fused_pools = _fusable_pools(self.nodes, self.edges) if self.device.type == "cpu" else {}
         if self.device.type == "cpu":
             for name, op in self.ops.items():
-                if isinstance(op, _Projection) and self.spike_fed[name]:
+                if not isinstance(op, _Projection):
+                    continue
+                values = self._input_grid(name)
+                exact = values is not None and op.w is not None and grid.exact_in_any_order(
+                    op.w.numpy(), None if op.b is None else op.b.numpy(), values[0], values[1])
+                if self.spike_fed[name] or exact:
                     op.use_channels_last()
+                if values is not None:
+                    op.use_exact_kernels(*values, prefer=kernels)
         self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).ravel())
 
     def _fed_by_spikes(self, name, seen=()) -> bool:
@@ -588,6 +661,38 @@ class TorchProgram:
                 continue
             return False
         return True
+
+    def _input_grid(self, name, seen=()) -> tuple[int, float, bool] | None:
+        """What this node's input values are known to be, by construction: (fraction
+        bits f, largest value, binary) for spikes (0, 1, True), sums of n spike
+        trains (0, n, False) and k x k pooled spikes, k*k a power of two (average:
+        multiples of 1/k^2 in [0, 1]; sum: integers up to k^2); else None."""
+        preds = self.preds[name]
+        if not preds or name in seen:
+            return None
+        if len(preds) > 1:
+            known = [self._input_grid_of(src, seen + (name,)) for src in preds]
+            return (0, float(len(preds)), False) if all(k == (0, 1.0, True) for k in known) else None
+        return self._input_grid_of(preds[0], seen + (name,))
+
+    def _input_grid_of(self, src, seen):
+        node = self.nodes[src]
+        if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)):
+            return (0, 1.0, True)
+        if isinstance(node, nir.Flatten):
+            return self._input_grid(src, seen)
+        if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)) and self._input_grid(src, seen) == (0, 1.0, True):
+            window = int(np.prod(pair(node.kernel_size)))
+            if window & (window - 1):
+                return None
+            if isinstance(node, nir.AvgPool2d):
+                return (window.bit_length() - 1, 1.0, window == 1)
+            return (0, float(window), window == 1)
+        return None
+
+    def kernel_choices(self) -> dict:
+        """{projection: the kernel it runs ("dense", "int8", "events"; None until its first batch)}."""
+        return {name: op.kernel for name, op in self.ops.items() if isinstance(op, _Projection)}
 
     def _compile_node(self, name, node):
         if isinstance(node, PROJECTIONS):
@@ -850,6 +955,9 @@ class TorchProgram:
                                    f"but its incoming edges carry {got}")
 
 
+# the projection kernels (see _Projection.use_exact_kernels)
+KERNELS = ("auto", "dense", "int8", "events")
+
 # node types this backend runs
 RUNS = POPULATIONS + PROJECTIONS + (nir.Input, nir.Output, nir.Flatten, nir.Threshold, nir.Delay, nir.NIRGraph)
 
@@ -861,6 +969,8 @@ def supports(graph: nir.NIRGraph) -> Support:
 
 
 def compile(graph: nir.NIRGraph, *, source=None, device: str = "auto", dt: float | None = None,
-            **_) -> TorchProgram:
-    """Compile a NIR graph (ours or any tool's) for the torch backend."""
-    return TorchProgram(graph, device=device, dt=dt)
+            kernels: str = "auto", **_) -> TorchProgram:
+    """Compile a NIR graph (ours or any tool's) for the torch backend. ``kernels``: "auto"
+    (on CPU, the fastest of the exact kernels per projection), "dense", "int8" or
+    "events" (that kernel wherever it gives the same bits, dense elsewhere)."""
+    return TorchProgram(graph, device=device, dt=dt, kernels=kernels)
