@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	# NeuroBench's metrics, checked against our counts; its dependencies are its datasets' (audio,
 	# event cameras), which the metrics do not use
 	$(PY) -m pip install --quiet --no-deps "neurobench==2.3.0" && $(PY) -m pip install --quiet "tqdm>=4"
+	# Norse and Rockpool write the LIF / CubaLIF graphs the interop tests read. Norse pulls torchvision
+	# (and with it another torch) for its datasets and Rockpool pins nir<=1.0.4 for its NIR extra;
+	# their NIR exporters need only torch, nir and nirtorch, installed above
+	$(PY) -m pip install --quiet --no-deps "norse==1.1.0" "rockpool==3.1.0" && $(PY) -m pip install --quiet "scipy>=1.10"
 	touch $@
 
 env: $(VENV)/.installed

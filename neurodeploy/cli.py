@@ -478,6 +478,7 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
     import numpy as np
     from . import backends
     from .fsutil import atomic_output
+    from .ir.counters import neurobench_report
     from .ir.io import file_sha256
     from .measure.compare import predictions
     from .measure.metrics import accuracy, macro_f1
@@ -497,6 +498,7 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
         report["accuracy"] = accuracy(inputs.labels, pred)
         report["macro_f1"] = macro_f1(inputs.labels, pred, int(result.outputs.shape[-1]))
     report["counters"] = result.counters.to_dict()
+    report["neurobench"] = neurobench_report(result.counters, graph)
     if save_output:
         with atomic_output(save_output, suffix=".npy") as tmp:
             np.save(tmp, result.outputs)
@@ -511,7 +513,17 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
                   f"samples/s{acc}")
         out.print(f"per sample: {tot['spikes']:.0f} spikes, {tot['effective_acs'] / 1e6:.3f} M ACs, "
                   f"{tot['effective_macs'] / 1e6:.3f} M MACs, {tot['neuron_updates'] / 1e6:.3f} M neuron updates")
+        out.print(_neurobench_line(o["neurobench"]))
     emit(report, as_json, render)
+
+
+def _neurobench_line(nb: dict) -> str:
+    """NeuroBench's metrics in its names (per sample; Footprint and ConnectionSparsity of the graph)."""
+    ops = nb["SynapticOperations"]
+    return (f"NeuroBench: Effective_ACs {ops['Effective_ACs']:.6g}, Effective_MACs {ops['Effective_MACs']:.6g}, "
+            f"Dense {ops['Dense']:.6g}, ActivationSparsity {nb['ActivationSparsity']:.4f}, MembraneUpdates "
+            f"{nb['MembraneUpdates']:.6g}, Footprint {nb['Footprint']} B, ConnectionSparsity "
+            f"{nb['ConnectionSparsity']:.4f}")
 
 
 def _render_validation(o):
@@ -637,6 +649,7 @@ def energy(file: Path = typer.Argument(..., help="A .nir file."),
                   f"{tot['spikes']:.0f} spikes; CNN twin {o['cnn_macs'] / 1e6:.3f} M MACs = "
                   f"{twin['cmos45nm'] * 1e3:.5f} mJ on 45 nm CMOS MACs, {twin['gpu'] * 1e3:.5f} mJ on the GPU "
                   f"estimate (a CNN runs on CNN hardware, not on a neuromorphic chip)")
+        out.print(_neurobench_line(o["neurobench"]))
         for t in o["targets"]:
             m = t.get("mapping") or {}
             if m.get("static_source") and not m.get("static_power_w"):

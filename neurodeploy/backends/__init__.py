@@ -78,10 +78,14 @@ def compile(name: str, graph, *, source: Optional[Path] = None, **options) -> Pr
     The graph's parameters are checked here, once, for every backend
     (:func:`neurodeploy.ir.validate.validate_graph`): all backends accept and refuse the
     same graphs; a graph this backend cannot run is refused with the reason ``check`` prints."""
+    from ..ir.foreign import normalise
     from ..ir.validate import validate_graph
     backend = get(name)
     graph, source = as_graph(graph, source)
     validate_graph(graph, dt=options.get("dt"), where=str(source) if source is not None else None)
+    written = normalise(graph)
+    if written is not graph:    # the backend runs the graph in NIR's form, not the file as it was written
+        graph, source = written, None
     _refuse_unless(name, backend.load().supports(graph))     # validated just above: the backend's own test
     return backend.load().compile(graph, source=source, **{**options, **backend.options})
 
@@ -98,9 +102,11 @@ def _refuse_unless(name: str, s: Support) -> None:
 
 def supports(name: str, graph) -> Support:
     """Can backend ``name`` run ``graph``? (What ``check`` prints; ``compile`` refuses the same.)"""
+    from ..ir.foreign import normalise
     from ..ir.validate import graph_problems
     backend = get(name)
     graph, _ = as_graph(graph)
+    graph = normalise(graph)
     try:
         problems = graph_problems(graph)
     except NeurodeployError as e:

@@ -78,6 +78,9 @@ class RunCounters:
           against the neurobench package itself).
         * ActivationSparsity: 1 - spikes / neuron updates, over every population.
         * MembraneUpdates: neuron updates (neurons x timesteps).
+
+        NeuroBench's static metrics (Footprint, ConnectionSparsity) belong to the graph,
+        not to a run: ``ir.static.neurobench_static``; ``neurobench_report`` joins both.
         """
         n = max(self.samples, 1)
         weighted = [p for p in self.projections.values() if p.kind not in ("AvgPool2d", "SumPool2d")]
@@ -99,7 +102,6 @@ class RunCounters:
                                 "effective_macs": v.effective_macs}
                             for k, v in self.projections.items()},
             "totals_per_sample": self.totals(),
-            "neurobench_per_sample": self.neurobench(),
         }
         return d
 
@@ -141,6 +143,12 @@ class RunResult:
     seconds: float = 0.0
     weight_quantisation: Optional[dict] = None   # targets that quantise: how far the weights moved
     overflows: Optional[dict] = None             # fixed-width targets: input currents wrapped, per population
+
+
+def neurobench_report(counters: RunCounters, graph) -> dict:
+    """All NeuroBench metrics of one run of ``graph``: the workload ones per sample, the static ones."""
+    from .static import neurobench_static
+    return {**counters.neurobench(), **neurobench_static(graph)}
 
 
 def merge_counters(parts) -> RunCounters:

@@ -16,7 +16,7 @@ from .. import backends
 from ..backends.model import find_checkpoint
 from ..errors import NeurodeployError
 from ..ir.conventions import conventions_of
-from ..ir.counters import RunCounters
+from ..ir.counters import RunCounters, neurobench_report
 from ..ir.io import file_sha256, read_graph
 from ..measure import energy as en
 from ..measure.inputs import Inputs
@@ -86,6 +86,7 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
             "inputs": inputs.source if inputs is not None and not counts_file else source,
             "samples": counters.samples,
             "timesteps": counters.timesteps, "counts_per_sample": counters.totals(),
+            "neurobench": neurobench_report(counters, graph),
             "cnn_macs": cnn_macs, "cnn_macs_source": cnn_source, "cnn_twin_j": cnn_twin, "targets": rows,
             "gpu_energy_measured": gpu_energy.to_dict() if gpu_energy is not None else None}
 

@@ -1,8 +1,8 @@
 """Graphs written by Sinabs (IF neurons with r = 1, SumPool2d, no metadata) run as Sinabs
 means them, with no flags: IF integrates r * I once per step, the ecosystem's convention.
 
-Checked two ways: against a plain step-by-step NumPy executor of NIR's semantics written
-here, independently of the backend, and against Sinabs' own simulation of the network.
+Checked two ways: against a plain step-by-step NumPy executor of NIR's semantics
+(tests/interop/plain.py), independently of the backend, and against Sinabs' own simulation of the network.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 import neurodeploy as nd
+
+from plain import run as plain_executor  # noqa: E402  (tests/interop/plain.py)
 
 sinabs = pytest.importorskip("sinabs")
 sl = pytest.importorskip("sinabs.layers")
@@ -29,59 +31,6 @@ def sinabs_net(seed=0):
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.weight.data *= 3
     return net.eval()
-
-
-def plain_executor(graph, x, steps):
-    """NIR's semantics, one step at a time, in NumPy: IF v += r I; s = v > v_th; v = v_reset."""
-    order, indeg = [], {n: 0 for n in graph.nodes}
-    for _, d in graph.edges:
-        indeg[d] += 1
-    ready = [n for n, k in indeg.items() if k == 0]
-    while ready:
-        n = ready.pop()
-        order.append(n)
-        for s, d in graph.edges:
-            if s == n:
-                indeg[d] -= 1
-                if indeg[d] == 0:
-                    ready.append(d)
-    pred = {n: [s for s, d in graph.edges if d == n] for n in graph.nodes}
-    state, outs = {}, []
-    for _ in range(steps):
-        val = {}
-        for n in order:
-            node = graph.nodes[n]
-            inp = x if isinstance(node, nd_nir().Input) else sum(val[p] for p in pred[n])
-            kind = type(node).__name__
-            if kind in ("Input", "Output"):
-                val[n] = inp
-            elif kind == "Conv2d":
-                val[n] = torch.nn.functional.conv2d(torch.as_tensor(inp), torch.as_tensor(np.asarray(node.weight)),
-                                                    torch.as_tensor(np.asarray(node.bias)),
-                                                    stride=tuple(np.atleast_1d(node.stride)),
-                                                    padding=tuple(np.atleast_1d(node.padding))).numpy()
-            elif kind == "SumPool2d":
-                k = tuple(np.atleast_1d(node.kernel_size))
-                n_, c, h, w = inp.shape
-                val[n] = inp.reshape(n_, c, h // k[0], k[0], w // k[1], k[1]).sum(axis=(3, 5))
-            elif kind == "Flatten":
-                val[n] = inp.reshape(inp.shape[0], -1)
-            elif kind == "Affine":
-                val[n] = inp @ np.asarray(node.weight).T + np.asarray(node.bias)
-            elif kind == "IF":
-                v = state.get(n, np.zeros_like(inp)) + np.asarray(node.r) * inp
-                s = (v > np.asarray(node.v_threshold)).astype(np.float32)
-                state[n] = np.where(s > 0, np.asarray(node.v_reset), v)
-                val[n] = s
-            else:
-                raise AssertionError(kind)
-        outs.append(val["output"])
-    return np.stack(outs)
-
-
-def nd_nir():
-    import nir
-    return nir
 
 
 @pytest.fixture
