@@ -466,6 +466,9 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
         timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
         batch_size: int = typer.Option(64, help="Batch size."),
         device: str = typer.Option("auto", help="auto, cpu or cuda (torch)."),
+        kernels: str = typer.Option("auto", help="torch on CPU: the projection kernels. auto (per projection, the "
+                                                 "fastest of those that give the dense kernel's exact bits), "
+                                                 "dense, int8 or events."),
         dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
         data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
         save_output: Optional[Path] = typer.Option(None, help="Write the output node's values (T, N, ...) here."),
@@ -483,7 +486,8 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
     from .measure.compare import predictions
     from .measure.metrics import accuracy, macro_f1
     graph, inputs = _load(file, dataset, input_file, labels, samples, data_dir)
-    program = backends.compile(target, graph, source=file, device=device, dt=dt)
+    extra = {"kernels": kernels} if target == "torch" else {}
+    program = backends.compile(target, graph, source=file, device=device, dt=dt, **extra)
     with progress_bar() as p:
         result = program.run(inputs.x, timesteps, batch_size, progress=p)
     result.counters.graph_sha256 = file_sha256(file)
@@ -494,6 +498,8 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
               "timesteps": int(result.outputs.shape[0]), "seconds": round(result.seconds, 3),
               "samples_per_second": round(n / max(result.seconds, 1e-9), 2),
               "peak_memory_bytes": _peak_memory(program), "predictions": pred.tolist()}
+    if hasattr(program, "kernel_choices"):
+        report["kernels"] = {k: v for k, v in program.kernel_choices().items() if v != "dense"}
     if inputs.labels is not None:
         report["accuracy"] = accuracy(inputs.labels, pred)
         report["macro_f1"] = macro_f1(inputs.labels, pred, int(result.outputs.shape[-1]))

@@ -80,6 +80,17 @@ def test_run_json(cli, graph_file):
     assert rep["counters"]["graph_sha256"] == file_sha256(graph_file)
 
 
+def test_run_kernels_give_the_same_outputs_and_say_which_ran(cli, graph_file):
+    runs = {k: js(cli("run", graph_file, "--samples", 8, "--device", "cpu", "--kernels", k, "--json"))
+            for k in ("dense", "int8", "events", "auto")}
+    assert runs["dense"]["kernels"] == {}
+    assert set(runs["events"]["kernels"].values()) == {"events"}     # the tiny zoo's weights are on the grid
+    for k, rep in runs.items():
+        assert rep["predictions"] == runs["dense"]["predictions"], k
+        assert rep["counters"]["totals_per_sample"] == runs["dense"]["counters"]["totals_per_sample"], k
+    assert_one_line_error(cli("run", graph_file, "--samples", 8, "--kernels", "fast"))
+
+
 @pytest.mark.parametrize("sequence", [False, True])
 def test_run_input_file_and_save_output(cli, graph_file, tmp_path, sequence):
     rng = np.random.default_rng(0)
