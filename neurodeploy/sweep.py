@@ -377,9 +377,9 @@ def _run_on_ray(spec: Spec, todo: list, out_dir: Path, address, cpus, progress, 
     groups: dict = {}
     for job in todo:
         groups.setdefault(job.group, []).append(job)
-    task = progress.add_task("sweep", total=len(todo), status="") if progress else None
     failures = {}
     with ray_session(ray, address, cpus or min(os.cpu_count() or 1, len(groups))):
+        task = progress.add_task("sweep", total=len(todo), status="") if progress else None
         options = {"num_cpus": 1, "max_retries": 1}     # one retry: a worker lost with its node, not a bug
         if spec.device == "cuda":
             options["num_gpus"] = 1
@@ -470,6 +470,8 @@ class ray_session:
         ray = self.ray
         if ray.is_initialized():
             return ray
+        if self.address:
+            _reachable(self.address)
         self.owned = True
         env = {k: os.environ[k] for k in ("NEURODEPLOY_ZOO",) if os.environ.get(k)}
         local = not self.address
@@ -477,7 +479,8 @@ class ray_session:
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} \
             if threading.current_thread() is threading.main_thread() else {}
         try:
-            ray.init(address=self.address or None, num_cpus=self.cpus if local else None,
+            # "local": a new instance even where `ray start` left one running (None would join it)
+            ray.init(address=self.address or "local", num_cpus=self.cpus if local else None,
                      # the results are small (a graph, a row): a small object store leaves memory to the jobs
                      object_store_memory=256 * 2 ** 20 if local else None,
                      include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
@@ -497,6 +500,21 @@ class ray_session:
         if self.owned:
             self.ray.shutdown()
         return False
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that nothing answers at is one line here: ray.init
+    would retry it for minutes. ("auto" finds the cluster this machine belongs to, or says so.)"""
+    import socket
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise NeurodeployError(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__}); start one "
+                               "there with `ray start --head`, or leave out --address for a local instance") from None
 
 
 # --------------------------------------------------------------------------- the report
