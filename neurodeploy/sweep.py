@@ -372,7 +372,6 @@ def _import_ray():
 
 
 def _run_on_ray(spec: Spec, todo: list, out_dir: Path, address, cpus, progress, log) -> dict:
-    from .fsutil import write_bytes, write_text
     ray = _import_ray()
     groups: dict = {}
     for job in todo:
@@ -395,7 +394,7 @@ def _run_on_ray(spec: Spec, todo: list, out_dir: Path, address, cpus, progress, 
                         result = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 - a worker that died, a task Ray could not run
                         result = {"error": one_line(e), "jobs": {}}
-                    for key, error in _store(spec, members, result, out_dir, write_bytes, write_text).items():
+                    for key, error in _store(spec, members, result, out_dir).items():
                         failures[key] = error
                         (progress.console.print if progress else log)(f"failed: {key}: {error}")
                     if progress:
@@ -403,7 +402,10 @@ def _run_on_ray(spec: Spec, todo: list, out_dir: Path, address, cpus, progress, 
                                         status=f"{len(failures)} failed" if failures else members[0].group)
         except BaseException:
             for ref in refs:            # Ctrl-C, SIGTERM: nothing left running on the cluster
-                ray.cancel(ref, force=True)
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - finished meanwhile, or the connection is gone
+                    pass
             raise
     return failures
 
@@ -422,8 +424,9 @@ def _params(spec: Spec, members: list, out_dir: Path) -> dict:
     return params
 
 
-def _store(spec: Spec, members: list, result: dict, out_dir: Path, write_bytes, write_text) -> dict:
+def _store(spec: Spec, members: list, result: dict, out_dir: Path) -> dict:
     """Write what a task returned (graph, checkpoint, one file per finished job); the failures."""
+    from .fsutil import write_bytes, write_text
     group = members[0].group
     if result.get("checkpoint") is not None:
         write_bytes(out_dir / "checkpoints" / f"{group}.pt", result["checkpoint"])

@@ -119,7 +119,7 @@ def ray_local(tiny_zoo):
     import logging
     old = os.environ.get("NEURODEPLOY_ZOO")
     os.environ["NEURODEPLOY_ZOO"] = str(tiny_zoo)      # inherited by the raylet and its workers
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
              object_store_memory=128 * 2 ** 20)
     yield ray
     ray.shutdown()
