@@ -180,3 +180,64 @@ def test_sweep_on_ray_skips_finished_jobs_and_survives_a_failing_one(ray_local, 
     after = _mtimes(out / "jobs")
     assert {k: after[k] for k in before} == before and len(after) == 12      # T=4 on mnist5k: 4 new files
     assert "## Failed jobs (12)" in (out / "sweep.md").read_text()
+
+
+def _descendants(pid: int) -> dict:
+    """pid -> command of every process below ``pid`` (from ps: raylet, GCS, agents, workers)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    children: dict = {}
+    for line in ps.splitlines():
+        p, pp, *cmd = line.split(None, 2)
+        children.setdefault(int(pp), []).append((int(p), cmd[0] if cmd else ""))
+    found, todo = {}, [pid]
+    while todo:
+        for c, cmd in children.get(todo.pop(), []):
+            found[c] = cmd
+            todo.append(c)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow     # starts its own local Ray instance from the command: ~30 s each
+@pytest.mark.parametrize("signal_name, code, last_line", [("SIGINT", 130, "interrupted"),
+                                                          ("SIGTERM", 143, "terminated by SIGTERM")])
+def test_interrupted_sweep_leaves_no_ray_process(tmp_path, signal_name, code, last_line):
+    """Ctrl-C (or SIGTERM, whose handler ray.init replaces) while tasks run: the command's exit
+    code, and the raylet, the GCS and every worker are gone."""
+    import signal
+    import time
+    pytest.importorskip("ray")
+    spec = tmp_path / "s.toml"     # the shipped zoo, enough samples that the tasks run for a while
+    spec.write_text('models = ["pruned_squeezenet"]\ndatasets = ["mnist5k"]\ntimesteps = [8, 16]\n'
+                    'targets = ["cmos45nm"]\nsamples = 1000\n')
+    env = {k: v for k, v in os.environ.items() if k != "NEURODEPLOY_ZOO"}
+    proc = subprocess.Popen([sys.executable, "-m", "neurodeploy", "sweep", str(spec), "-o", str(tmp_path / "out")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: dict = {}
+        deadline = time.time() + 120
+        while time.time() < deadline and not any("run_group" in c for c in seen.values()):
+            assert proc.poll() is None, proc.communicate()
+            seen.update(_descendants(proc.pid))
+            time.sleep(0.5)
+        assert any("run_group" in c for c in seen.values()), seen
+        seen.update(_descendants(proc.pid))
+        proc.send_signal(getattr(signal, signal_name))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == last_line
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in seen):
+        time.sleep(0.5)
+    assert not [c for p, c in seen.items() if _alive(p)]
+    assert not (tmp_path / "out" / "jobs").exists()
