@@ -759,6 +759,34 @@ def bench(dataset: str = typer.Option("mnist5k", help="Dataset to re-measure on.
     emit(report, as_json, lambda o: out.print(Path(o["files"]["markdown"]).read_text()))
 
 
+@app.command()
+def sweep(spec: Path = typer.Argument(..., help="A sweep spec (.toml): models x datasets x timesteps x targets "
+                                                "(see examples/sweep.toml)."),
+          output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default: the spec's "
+                                                                            "name, e.g. sweep/)."),
+          address: Optional[str] = typer.Option(None, "--address", help="Run on this Ray cluster (auto, HOST:6379 "
+                                                                       "or ray://HOST:10001); default: a local Ray "
+                                                                       "instance started for the sweep."),
+          cpus: Optional[int] = typer.Option(None, "--cpus", help="Local instance: how many jobs run at once "
+                                                                 "(default: the cores, at most one per task)."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Run a sweep on Ray: each job loads (or trains), exports, validates and prices one point of
+    the grid; finished jobs are skipped on a re-run; the report is bench's (Markdown, CSV, JSON, plot)."""
+    from .sweep import load_spec, run_sweep
+    s = load_spec(spec)
+    output = output or Path(spec.stem)
+    with progress_bar() as p:
+        report = run_sweep(s, output, address=address, cpus=cpus, progress=p, log=lambda m: err.print(m))
+
+    def render(o):
+        out.print(Path(o["files"]["markdown"]).read_text())
+        err.print(f"{o['jobs']} jobs: {o['skipped']} skipped (finished before), {o['ran']} run, "
+                  f"{len(o['failed'])} failed; report in {output}")
+    emit(report, as_json, render)
+    if report["failed"]:
+        raise typer.Exit(1)
+
+
 def entry():
     """Console entry point: one-line errors, exit codes, tracebacks only with --debug.
 

@@ -79,32 +79,47 @@ def pareto_front(points):
     return front
 
 
-def plot(rows, path: Path):
+MARKERS = [("o", "tab:blue"), ("s", "tab:orange"), ("^", "tab:green"), ("D", "tab:red"), ("v", "tab:purple"),
+           ("P", "tab:brown"), ("X", "tab:pink"), ("*", "tab:gray")]
+
+
+def bench_points(rows) -> list:
+    """(energy mJ, accuracy, label, group) per model and twin: bench's plot."""
+    pts = []
+    for r in rows:
+        if r["snn_acc"] is not None:
+            pts.append((r["snn_energy_mj"], r["snn_acc"], f"{r['model']} SNN", "SNN"))
+        if r["cnn_acc"] is not None:
+            pts.append((r["cnn_energy_mj"], r["cnn_acc"], f"{r['model']} CNN", "CNN"))
+    return pts
+
+
+def plot(rows, path: Path, points=None, xlabel="energy per inference (mJ, 45 nm model)",
+         title="accuracy vs energy: spiking (o) and CNN (s) twins"):
+    """Accuracy against energy per inference, one marker per group (bench: SNN / CNN twin;
+    sweep: hardware target), the Pareto front of lowest energy for the accuracy outlined."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    pts, labels = [], []
-    for r in rows:
-        if r["snn_acc"] is not None:
-            pts.append((r["snn_energy_mj"], r["snn_acc"]))
-            labels.append((r["model"], "SNN"))
-        if r["cnn_acc"] is not None:
-            pts.append((r["cnn_energy_mj"], r["cnn_acc"]))
-            labels.append((r["model"], "CNN"))
+    points = bench_points(rows) if points is None else points
+    pts = [(e, a) for e, a, _, _ in points]
+    groups = list(dict.fromkeys(g for *_, g in points))
+    style = {g: MARKERS[i % len(MARKERS)] for i, g in enumerate(groups)}
     front = set(pareto_front(pts))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, ((e, a), (m, kind)) in enumerate(zip(pts, labels)):
-        ax.scatter(e, a, marker="o" if kind == "SNN" else "s", c="tab:blue" if kind == "SNN" else "tab:orange",
-                   edgecolors="black" if i in front else "none", linewidths=1.5, s=60)
-        ax.annotate(f"{m} {kind}", (e, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for i, (e, a, label, group) in enumerate(points):
+        marker, colour = style[group]
+        ax.scatter(e, a, marker=marker, c=colour, edgecolors="black" if i in front else "none", linewidths=1.5,
+                   s=60, label=group if all(p[3] != group for p in points[:i]) else None)
+        ax.annotate(label, (e, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
     fp = sorted(pts[i] for i in front)
     if fp:
         ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=0.8, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (mJ, 45 nm model)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
-    ax.set_title("accuracy vs energy: spiking (o) and CNN (s) twins")
-    ax.legend(loc="lower right")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -116,20 +131,25 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def markdown_table(headers, rows) -> list:
+    """A Markdown table: one line per row, cells formatted by :func:`_fmt`."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return lines
+
+
 def markdown(rows, dataset, samples) -> str:
-    head = ("| model | SNN acc | SNN F1 | CNN acc | ACs (M) | MACs (M) | params (k) | SNN mJ | CNN mJ | CNN/SNN "
-            "| paper SNN acc | paper ACs (M) | paper MACs (M) | paper params (k) | paper SNN mJ | paper CNN mJ "
-            "| paper ratio |")
+    headers = ["model", "SNN acc", "SNN F1", "CNN acc", "ACs (M)", "MACs (M)", "params (k)", "SNN mJ", "CNN mJ",
+               "CNN/SNN", "paper SNN acc", "paper ACs (M)", "paper MACs (M)", "paper params (k)", "paper SNN mJ",
+               "paper CNN mJ", "paper ratio"]
     lines = [f"# Tables 1 and 2 re-measured ({dataset}, counts on {samples} test samples)", "",
              "Columns `paper ...` are the paper's published CIFAR-10 figures (arXiv 2602.09717), "
-             "not measurements of this toolkit. Energy: 45 nm model, AC 0.9 pJ, MAC 4.6 pJ.", "",
-             head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        cells = [r["model"], r["snn_acc"], r["snn_f1"], r["cnn_acc"], r["ac_m"], r["mac_m"], r["params_k"],
-                 r["snn_energy_mj"], r["cnn_energy_mj"], r["cnn_over_snn"], r["paper_snn_acc"], r["paper_ac_m"],
-                 r["paper_mac_m"], r["paper_params_k"], r["paper_snn_energy_mj"], r["paper_cnn_energy_mj"],
-                 r["paper_ratio"]]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+             "not measurements of this toolkit. Energy: 45 nm model, AC 0.9 pJ, MAC 4.6 pJ.", ""]
+    lines += markdown_table(headers, [[r["model"], r["snn_acc"], r["snn_f1"], r["cnn_acc"], r["ac_m"], r["mac_m"],
+                                       r["params_k"], r["snn_energy_mj"], r["cnn_energy_mj"], r["cnn_over_snn"],
+                                       r["paper_snn_acc"], r["paper_ac_m"], r["paper_mac_m"], r["paper_params_k"],
+                                       r["paper_snn_energy_mj"], r["paper_cnn_energy_mj"], r["paper_ratio"]]
+                                      for r in rows])
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +209,7 @@ def _remove_if_empty(created: list) -> None:
 
 
 def _run_bench(names, skipped, dataset, samples, out_dir: Path, device, progress) -> dict:
-    from ..fsutil import atomic_output, write_text
+    from ..fsutil import write_text
     task = progress.add_task("bench", total=len(names), status="") if progress else None
     rows = []
     for name in names:
@@ -208,18 +228,29 @@ def _run_bench(names, skipped, dataset, samples, out_dir: Path, device, progress
         rows.append(row)
         if progress:
             progress.update(task, advance=1)
-    write_text(out_dir / "bench.json", json.dumps({"dataset": dataset, "samples": samples, "rows": rows}, indent=2))
+    files = write_report(out_dir, "bench", {"dataset": dataset, "samples": samples}, rows, COLUMNS,
+                         markdown(rows, dataset, samples))
+    return {"dataset": dataset, "samples": samples, "rows": rows, "skipped_untrained": skipped, "files": files}
+
+
+def write_report(out_dir: Path, stem: str, meta: dict, rows: list, columns: list, text: str,
+                 points=None, **plot_labels) -> dict:
+    """The four files of a report, each written atomically: STEM.json (``meta`` and the rows),
+    STEM.csv (``columns``), STEM.md (``text``) and accuracy_energy.png (``points``, default
+    bench's). ``bench`` and ``sweep`` both write through here."""
+    from ..fsutil import atomic_output, write_text
+    out_dir = Path(out_dir)
+    write_text(out_dir / f"{stem}.json", json.dumps({**meta, "rows": rows}, indent=2))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    write_text(out_dir / "bench.csv", buf.getvalue())
-    write_text(out_dir / "bench.md", markdown(rows, dataset, samples))
+    write_text(out_dir / f"{stem}.csv", buf.getvalue())
+    write_text(out_dir / f"{stem}.md", text)
     with atomic_output(out_dir / "accuracy_energy.png", suffix=".png") as tmp:
-        plot(rows, tmp)
-    return {"dataset": dataset, "samples": samples, "rows": rows, "skipped_untrained": skipped,
-            "files": {k: str(out_dir / v) for k, v in (("markdown", "bench.md"), ("csv", "bench.csv"),
-                                                       ("json", "bench.json"), ("plot", "accuracy_energy.png"))}}
+        plot(rows, tmp, points, **plot_labels)
+    return {k: str(out_dir / v) for k, v in (("markdown", f"{stem}.md"), ("csv", f"{stem}.csv"),
+                                             ("json", f"{stem}.json"), ("plot", "accuracy_energy.png"))}
 
 
 def paper_check() -> dict:

@@ -34,10 +34,11 @@ def cnn_twin_macs_for(graph, counters: RunCounters, graph_path=None) -> tuple[fl
 
 
 def energy_report(file: Path, targets: list, inputs: Inputs | None = None, counts_file=None, backend="torch",
-                  device="auto", timesteps=None, dt=None, graph=None) -> dict:
+                  device="auto", timesteps=None, dt=None, graph=None, counters: RunCounters | None = None) -> dict:
     """Price the counts of a run of ``file`` on ``backend`` with ``inputs`` (or the counts
     saved in ``counts_file``) on each hardware target. ``graph``: the file's graph, when the
-    caller has read it already."""
+    caller has read it already; ``counters``: the counts of a run of it on ``backend`` that
+    the caller made already (a sweep's validation run), instead of running it again."""
     file = Path(file)
     gpu_energy = None
     graph = read_graph(file) if graph is None else graph
@@ -52,6 +53,9 @@ def energy_report(file: Path, targets: list, inputs: Inputs | None = None, count
                                    f"--save-counts` ({type(e).__name__}: {e})") from e
         en.check_graph(counters, sha)
         source = str(counts_file)
+    elif counters is not None:
+        counters.graph_sha256 = sha
+        source = f"measured on {backend}"
     else:
         program = backends.compile(backend, graph, source=file, device=device, dt=dt)
         gpu = getattr(program, "device", None)
