@@ -379,7 +379,8 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step, sy
     if world is not None:
         card["distributed"] = {"processes": world.size, "backend": world.backend,
                                "batch_per_process": -(-cfg.batch_size // world.size),
-                               "batchnorm": "synchronised across processes" if sync_bn else "per process"}
+                               "batchnorm": ("frozen (Loihi-aware)" if cfg.loihi_aware else
+                                             "synchronised across processes" if sync_bn else "per process")}
     model.name = cfg.model
     if main:
         checkpoint.save(out_dir / f"{cfg.twin}.pt", model, card)
