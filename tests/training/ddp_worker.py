@@ -1,6 +1,6 @@
 """One rank of the data-parallel tests (tests/training/test_distributed.py), started the way
 torchrun starts it: WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in the
-environment (MASTER_PORT given per job). Runs the jobs of a JSON file in order and writes what each saw to
+environment (MASTER_PORT chosen by rank 0 whenever a job joins). Runs the jobs of a JSON file in order and writes what each saw to
 ``<out>/<job>.rank<R>.pt``:
 
 * ``batchnorm``: CrossRankBatchNorm on this rank's share of a seeded batch: its output,
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # tests/: conftest's helpers
@@ -68,11 +70,33 @@ def run_training(job, rank, out: Path):
     return steps
 
 
+def rendezvous_port(rank: int, note: Path) -> str:
+    """Rank 0 takes a port the system says is free and tells the others through ``note``.
+    (One port for the whole launch would be re-used by a job that joins again after one
+    that left, racing with the old group's store; ports picked in advance can be taken by
+    the meantime's own gloo connections.)"""
+    if rank == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = str(s.getsockname()[1])
+        part = note.with_suffix(".part")
+        part.write_text(port)
+        part.rename(note)
+        return port
+    deadline = time.monotonic() + 120
+    while not note.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 never wrote {note}")
+        time.sleep(0.05)
+    return note.read_text()
+
+
 def main(jobs_file: str, out: str) -> None:
     rank, out = int(os.environ["RANK"]), Path(out)
     data.load_tensors = _small_load_tensors       # the tests' 16-sample test split, as in-process
     for job in json.loads(Path(jobs_file).read_text()):
-        os.environ["MASTER_PORT"] = str(job["port"])     # used when the job (re)joins the group
+        if distributed.current() is None:      # the job joins a group: at a port free now
+            os.environ["MASTER_PORT"] = rendezvous_port(rank, out / f"{job['name']}.port")
         try:
             if job.get("kind") == "batchnorm":
                 result = run_batchnorm(distributed.join(torch.device("cpu")))

@@ -69,9 +69,7 @@ def two_ranks(tmp_path_factory) -> Path:
     """The folder with every job's records from both ranks."""
     out = tmp_path_factory.mktemp("ranks")
     jobs = out / "jobs.json"
-    # a rendezvous port per job: a job that left the group joins a new one (re-using the port
-    # races with the old group's store on rank 0)
-    jobs.write_text(json.dumps([{**job, "port": _free_port()} for job in JOBS]))
+    jobs.write_text(json.dumps(JOBS))
     root = str(Path(neurodeploy.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
            "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2",
@@ -222,3 +220,23 @@ def test_join_refuses_a_broken_launch(monkeypatch):
     with pytest.raises(NeurodeployError, match="rank 1 of 2 could not join the process group"):
         distributed.join(cpu)
     assert distributed.current() is None
+
+
+@pytest.mark.slow
+def test_torchrun_command_reports_once_and_writes_one_checkpoint(tmp_path):
+    """The command under torchrun itself: both ranks train, rank 0 alone prints (one progress
+    bar, one 'saved' line, one JSON card) and writes; the card records the two processes."""
+    root = str(Path(neurodeploy.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(_free_port()), "-m", "neurodeploy", "train", "--model", "mnasnet",
+                          "--limit", "64", "--epochs", "1", "--batch-size", "16", "-T", "2", "--device", "cpu",
+                          "--sync-bn", "--json", "-o", str(tmp_path / "run")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    card = json.loads(run.stdout)      # one JSON object: rank 1 printed nothing
+    assert card["distributed"] == {"processes": 2, "backend": "gloo", "batch_per_process": 8,
+                                   "batchnorm": "synchronised across processes"}
+    assert run.stderr.count("saved ") == 1 and run.stderr.count("mnasnet/snn") == 1, run.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["snn.json", "snn.pt"]
+    assert checkpoint.read(tmp_path / "run" / "snn.pt")["card"] == card
