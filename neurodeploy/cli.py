@@ -55,8 +55,9 @@ class _StatusColumn(ProgressColumn):
 
 
 def progress_bar() -> Progress:
+    from .training.distributed import is_main     # a torchrun job shows rank 0's bar (of the whole batch)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    _StatusColumn(), console=err, transient=False)
+                    _StatusColumn(), console=err, transient=False, disable=not is_main())
 
 
 def emit(obj: dict, as_json: bool, render=None):
@@ -152,6 +153,16 @@ def setup_lava(force: bool = typer.Option(False, help="Re-create the runtime eve
 
 
 # ----------------------------------------------------------------------------- training
+SYNC_BN_HELP = ("Under torchrun: BatchNorm normalises with the statistics of the whole batch, all processes "
+                "together (SyncBatchNorm), not of each process's share. No effect in one process.")
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process: the one that reports."""
+    from .training.distributed import is_main
+    return is_main()
+
+
 @app.command()
 def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture name (see `neurodeploy models`)."),
           dataset: str = typer.Option("mnist5k", help="mnist5k (embedded), cifar10, cifar100, tinyimagenet."),
@@ -171,9 +182,13 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
           loihi_aware: bool = typer.Option(False, help="Fine-tune on Loihi's 8-bit weight grid (BatchNorm frozen), "
                                                        "so that the Lava target reproduces the network; use with "
                                                        "--init-from a trained spiking twin."),
+          sync_bn: bool = typer.Option(False, "--sync-bn", help=SYNC_BN_HELP),
           output: Path = typer.Option(None, "-o", "--output", help="Output folder (default: models/NAME in the zoo)."),
           as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON.")):
-    """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card."""
+    """Surrogate-gradient training with a progress bar; saves the best checkpoint and its model card.
+
+    Data-parallel: `torchrun --nproc-per-node N -m neurodeploy train ...` (--batch-size is then the
+    batch of all N processes together; rank 0 writes)."""
     from .validation import int_list, options
     options(timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr, device=device, twin=twin, limit=limit,
             seed=seed, output_folder=output)
@@ -190,10 +205,11 @@ def train(model: str = typer.Option(..., "--model", "-m", help="Zoo architecture
                       init_from=str(init_from) if init_from else None, loihi_aware=loihi_aware)
     out_dir = output or (zoo.zoo_dir() / model)
     with progress_bar() as p:
-        card = run_training(cfg, out_dir, progress=p)
-    err.print(f"saved {out_dir / (twin + '.pt')}: test accuracy {card['test_accuracy']:.4f}, "
-              f"macro-F1 {card['test_macro_f1']:.4f}")
-    emit(card, as_json)
+        card = run_training(cfg, out_dir, progress=p, sync_bn=sync_bn)
+    if _main_process():
+        err.print(f"saved {out_dir / (twin + '.pt')}: test accuracy {card['test_accuracy']:.4f}, "
+                  f"macro-F1 {card['test_macro_f1']:.4f}")
+        emit(card, as_json)
 
 
 @app.command("train-zoo")
@@ -227,6 +243,7 @@ def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model t
           lr: float = typer.Option(1e-3, help="Fine-tuning peak learning rate."),
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           limit: Optional[int] = typer.Option(None, help="Fine-tune on the first N training samples only."),
+          sync_bn: bool = typer.Option(False, "--sync-bn", help=SYNC_BN_HELP),
           output: Path = typer.Option(Path("pruned"), "-o", "--output", help="Output folder."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Remove Fire modules (SqueezeNet) or L1-smallest channels, fine-tune, report before/after."""
@@ -240,11 +257,13 @@ def prune(model: str = typer.Option("squeezenet", "--model", "-m", help="Model t
         raise NeurodeployError("give exactly one of --keep-fires (SqueezeNet) or --channel-ratio")
     with progress_bar() as p:
         if keep_fires is not None:
-            report = pruning.prune_fires(model, fires, from_checkpoint, output,
-                                         epochs=epochs, lr=lr, device=device, limit=limit, progress=p)
+            report = pruning.prune_fires(model, fires, from_checkpoint, output, epochs=epochs, lr=lr,
+                                         device=device, limit=limit, progress=p, sync_bn=sync_bn)
         else:
             report = pruning.prune_channels(model, channel_ratio, from_checkpoint, output, epochs=epochs, lr=lr,
-                                            device=device, limit=limit, progress=p)
+                                            device=device, limit=limit, progress=p, sync_bn=sync_bn)
+    if not _main_process():
+        return
     emit(report, as_json, lambda o: _table("pruning", ["", "parameters", "test accuracy"],
                                            [["before", f"{o['before']['parameters']:,}", o["before"]["test_accuracy"]],
                                             ["after", f"{o['after']['parameters']:,}", o["after"]["test_accuracy"]]]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, zoo
+from . import checkpoint, distributed, zoo
 from ..architectures import ARCHITECTURES, count_parameters, family_of
 from ..architectures.layers import ConvBN
 from ..errors import NeurodeployError
@@ -76,7 +76,7 @@ def _fire_named_state(model) -> dict:
 
 
 def prune_fires(model_name: str, keep, from_checkpoint, out_dir, epochs=3, lr=1e-3, device="auto", limit=None,
-                progress=None) -> dict:
+                progress=None, sync_bn=False) -> dict:
     if model_name not in ("squeezenet", "pruned_squeezenet"):
         raise NeurodeployError(f"--keep-fires prunes SqueezeNet's Fire modules; {model_name} has none "
                                "(use --channel-ratio)")
@@ -94,7 +94,7 @@ def prune_fires(model_name: str, keep, from_checkpoint, out_dir, epochs=3, lr=1e
     back = dict(zip(dst_named.keys(), pruned.state_dict().keys()))
     filled, carried, skipped = carry_weights(src_named, dst_named)
     init_state = {back[k]: v for k, v in filled.items()}
-    card = train(cfg, out_dir, progress=progress, init_state=init_state)
+    card = train(cfg, out_dir, progress=progress, init_state=init_state, sync_bn=sync_bn)
     return {"method": "fire", "kept_fires": cfg.arguments["fires"], "source": str(src["path"]),
             "before": before, "after": {"parameters": card["parameters"], "test_accuracy": card["test_accuracy"],
                                         "test_macro_f1": card["test_macro_f1"]},
@@ -143,7 +143,7 @@ def nonzero_parameters(model) -> int:
 
 
 def prune_channels(model_name: str, ratio: float, from_checkpoint, out_dir, epochs=3, lr=1e-3, device="auto",
-                   limit=None, progress=None) -> dict:
+                   limit=None, progress=None, sync_bn=False) -> dict:
     src = _source(model_name, from_checkpoint)
     model = src["model"]
     before = {"parameters": nonzero_parameters(model), "test_accuracy": src["payload"]["card"].get("test_accuracy")}
@@ -151,10 +151,11 @@ def prune_channels(model_name: str, ratio: float, from_checkpoint, out_dir, epoc
     apply_masks(model, masks)
     cfg = _config_from_card(src["payload"], epochs=epochs, lr=lr, device=device, limit=limit)
     card = train(cfg, out_dir, progress=progress, init_state=model.state_dict(),
-                 after_step=lambda m: apply_masks(m, masks))
-    pruned = checkpoint.load(Path(out_dir) / f"{cfg.twin}.pt")
+                 after_step=lambda m: apply_masks(m, masks), sync_bn=sync_bn)
+    # (under torchrun the checkpoint is rank 0's: it counts, and tells the others)
+    after = distributed.from_main(lambda: nonzero_parameters(checkpoint.load(Path(out_dir) / f"{cfg.twin}.pt")))
     return {"method": "l1-channels", "ratio": ratio, "source": str(src["path"]), "before": before,
-            "after": {"parameters": nonzero_parameters(pruned), "test_accuracy": card["test_accuracy"],
+            "after": {"parameters": after, "test_accuracy": card["test_accuracy"],
                       "test_macro_f1": card["test_macro_f1"]},
             "pruned_convs": len(masks), "checkpoint": str(Path(out_dir) / f"{cfg.twin}.pt"),
             "config": asdict(cfg)}

@@ -16,6 +16,11 @@ model, optimiser, schedule, the best so far and the random generators' states
 (written atomically); a new run with the same arguments continues from it and ends
 with the same weights as a run that was never interrupted (tested with a real
 SIGTERM). A failed run that got through no epoch leaves no output folder behind.
+
+Data-parallel: started by torchrun, every process runs this loop on its share of each
+batch under DistributedDataParallel (:mod:`neurodeploy.training.distributed`); the steps
+are those of one process with the same (global) ``batch_size``, rank 0 alone writes,
+and a resume state of any number of processes resumes with any other.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, data
+from . import checkpoint, data, distributed
 from ..architectures import Twin, TwinModel, build, count_macs, count_parameters
 from ..errors import NeurodeployError
 from ..fsutil import write_bytes
@@ -105,12 +110,16 @@ def resolve_device(device: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: TwinModel, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
-             device="cpu") -> dict:
+             device="cpu", world: distributed.World | None = None) -> dict:
+    """Accuracy and macro-F1 on (x, y); with ``world``, each rank predicts its share and
+    all get every prediction."""
     model.eval()
-    preds = []
-    for i in range(0, len(x), batch_size):
-        preds.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
-    pred = torch.cat(preds).numpy()
+    mine = world.share(x) if world is not None else x
+    preds = [torch.zeros(0, dtype=torch.int64)]
+    for i in range(0, len(mine), batch_size):
+        preds.append(model(mine[i:i + batch_size].to(device)).argmax(1).cpu())
+    pred = torch.cat(preds)
+    pred = (world.gather_shares(pred, len(x)) if world is not None else pred).numpy()
     truth = y.numpy()
     return {"accuracy": float((pred == truth).mean()),
             "macro_f1": macro_f1(truth, pred, int(model.arguments["num_classes"])),
@@ -154,29 +163,49 @@ def _split_train_val(n: int, fraction: float, seed: int):
 
 
 def train(cfg: TrainConfig, out_dir, progress=None, init_state: dict | None = None,
-          after_step=None) -> dict:
+          after_step=None, sync_bn: bool = False) -> dict:
     """Train one twin; writes ``<out>/<twin>.pt`` (+ .json card) and returns the card.
 
     progress: an optional ``rich.progress.Progress``. init_state: weights to
     start from (pruning carries weights over this way). after_step: called
     with the model after every optimiser step (pruning re-applies its masks).
+    sync_bn: started by torchrun, normalise with the statistics of the whole
+    batch rather than of each process's share (no effect in one process).
     """
     out_dir = Path(out_dir)
     check_config(cfg)
     created = not out_dir.exists()
     try:
-        return _train(cfg, out_dir, progress, init_state, after_step)
+        with distributed.failing_together():
+            return _train(cfg, out_dir, progress, init_state, after_step, sync_bn)
     except BaseException:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        if distributed.is_main() and created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()      # nothing to resume from: leave no empty folder behind
         raise
 
 
-def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) -> dict:
+def _read_resume_state(path: Path) -> bytes | None:
+    """The bytes of the resume state at ``path`` (rank 0's, sent to the other ranks), if any."""
+    if not path.exists():
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise NeurodeployError(f"{path}: cannot read the resume state ({e.strerror or type(e).__name__}); "
+                               "delete it to start over") from None
+
+
+def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step, sync_bn) -> dict:
     if cfg.loihi_aware:     # the decay goes on Loihi's 12-bit grid with the weights (loihi_aware.py)
         from .loihi_aware import loihi_decay
         cfg = replace(cfg, beta=loihi_decay(cfg.beta))
     device = resolve_device(cfg.device)
+    world = distributed.join(device)      # None: one process, as without torchrun
+    if world is not None:
+        device = world.device
+        if cfg.batch_size < 2 * world.size:
+            raise NeurodeployError(f"--batch-size {cfg.batch_size} is the batch of all {world.size} processes "
+                                   f"together; give at least {2 * world.size} (two samples per process)")
     info = data.get_info(cfg.dataset)
     size = cfg.input_size or (32 if cfg.dataset == "mnist5k" else info.image_size)
     start_from = None
@@ -193,6 +222,9 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
     if len(tr) == 0 or len(va) == 0:
         raise NeurodeployError(f"{len(y_all)} training samples (--limit {cfg.limit}) leave {len(tr)} to train on and "
                                f"{len(va)} to validate on; give at least {math.ceil(1.5 / cfg.val_fraction)}")
+    if world is not None and len(tr) < 2 * world.size:
+        raise NeurodeployError(f"{len(tr)} samples to train on cannot be shared by {world.size} processes "
+                               "(two each at least); train on more (--limit) or with fewer processes")
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
 
     model = build_from_config(cfg, info.num_classes, info.channels, size).to(device)
@@ -205,18 +237,22 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
         if cfg.twin != "snn":
             raise NeurodeployError("--loihi-aware fine-tunes a spiking twin; it has no meaning for the CNN twin")
         from . import loihi_aware
-        accuracy_before = evaluate(model, x_test, y_test, device=device)["accuracy"] if cfg.init_from else None
+        accuracy_before = (evaluate(model, x_test, y_test, device=device, world=world)["accuracy"]
+                           if cfg.init_from else None)
         on_grid = loihi_aware.OnTheGrid(model, (info.channels, size, size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = world is None or world.main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / f"{cfg.twin}.last.pt"
     start_epoch, best, history, gen_state = 0, {"val_accuracy": -1.0}, [], None
-    if last_path.exists():
+    saved = distributed.from_main(lambda: _read_resume_state(last_path))
+    if saved is not None:
         try:   # weights_only: tensors, numbers, strings and containers; no code from the file runs
-            state = torch.load(last_path, map_location=device, weights_only=True)
+            state = torch.load(io.BytesIO(saved), map_location=device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch.load raises many types on foreign files
             raise NeurodeployError(f"{last_path}: not a resume state this toolkit wrote ({type(e).__name__}); "
                                    "delete it to start over") from None
@@ -242,34 +278,50 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
     else:
         for _ in range(start_epoch):        # (resume states without it) replay the data order
             torch.randperm(len(y_tr), generator=gen)
+    net = model                           # what the steps run: the model, or DDP around it
+    if world is not None:
+        if sync_bn:
+            model = distributed.synchronise_batchnorm(model, world)
+        net = distributed.parallel(model, world)
     task = progress.add_task(f"{cfg.model}/{cfg.twin}", total=cfg.epochs * steps_per_epoch,
                              completed=start_epoch * steps_per_epoch, status="") if progress else None
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+        net.train()
         order = torch.randperm(len(y_tr), generator=gen)
         seen, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
-            if cfg.augment:
+            if cfg.augment:     # (every rank draws the whole batch's crops: the generator stays the run's)
                 xb = data.augment_batch(xb, padding=size // 8, flip=info.flip, generator=gen,
                                         fill=info.zero_level)
+            if world is not None:
+                batch = len(yb)
+                if batch < 2 * world.size:   # an epoch's last few samples: too few to share
+                    if progress:
+                        progress.update(task, advance=1)
+                    continue
+                xb, yb = world.share(xb), world.share(yb)
             xb, yb = xb.to(device), yb.to(device)
-            scores = model(xb)
+            scores = net(xb)
             loss = F.cross_entropy(scores, yb)
-            if not torch.isfinite(loss):
-                raise NeurodeployError(f"training {cfg.model}/{cfg.twin} diverged: loss is {loss.item()} at epoch "
-                                       f"{epoch + 1}; lower --lr (now {cfg.lr}) or check the data")
+            step_loss, step_correct, step_seen = loss.item() * len(yb), int((scores.argmax(1) == yb).sum()), len(yb)
+            if world is not None:   # the whole batch's figures; DDP averages the shares' gradients
+                step_loss, step_correct, step_seen = world.sum([step_loss, step_correct, step_seen])
+                loss = loss * (len(yb) * world.size / batch)
+            if not math.isfinite(step_loss):
+                raise NeurodeployError(f"training {cfg.model}/{cfg.twin} diverged: loss is {step_loss / step_seen} "
+                                       f"at epoch {epoch + 1}; lower --lr (now {cfg.lr}) or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             if after_step is not None:
                 after_step(model)
-            seen += len(yb)
-            correct += int((scores.argmax(1) == yb).sum())
-            loss_sum += loss.item() * len(yb)
+            seen += int(step_seen)
+            correct += int(step_correct)
+            loss_sum += step_loss
             if progress:
                 progress.update(task, advance=1, status=f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} "
                                                          f"acc {correct / seen:.3f}")
@@ -277,25 +329,26 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
         if bad:   # a spiking twin's loss can stay finite while its weights are NaN (NaN never spikes)
             raise NeurodeployError(f"training {cfg.model}/{cfg.twin} diverged: {len(bad)} weight tensors hold "
                                    f"NaN/inf after epoch {epoch + 1} (first: {bad[0]}); lower --lr (now {cfg.lr})")
-        val = evaluate(model, x_va, y_va, device=device)
+        val = evaluate(model, x_va, y_va, device=device, world=world)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "val_accuracy": val["accuracy"]})
         if val["accuracy"] > best["val_accuracy"]:
             best = {"val_accuracy": val["accuracy"], "epoch": epoch + 1,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        buf = io.BytesIO()   # in memory, then one atomic write: a crash, a signal or a full disk
-        torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
-                    "rng": torch.get_rng_state(), "generator": gen.get_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, buf)
-        write_bytes(last_path, buf.getvalue())   # mid-write leaves the previous resume state
+        if main:
+            buf = io.BytesIO()   # in memory, then one atomic write: a crash, a signal or a full disk
+            torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
+                        "rng": torch.get_rng_state(), "generator": gen.get_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, buf)
+            write_bytes(last_path, buf.getvalue())   # mid-write leaves the previous resume state
         if progress:
             progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} val acc {val['accuracy']:.3f}")
 
     model.load_state_dict(best["state"])
     if cfg.loihi_aware:
         on_grid.freeze()
-    test = evaluate(model, x_test, y_test, device=device)
+    test = evaluate(model, x_test, y_test, device=device, world=world)
     cnn_twin = build_from_config(TrainConfig(**{**asdict(cfg), "twin": "cnn"}), info.num_classes, info.channels, size)
     card = {
         "model": cfg.model, "twin": cfg.twin, "architecture": model.arguments,
@@ -323,7 +376,14 @@ def _train(cfg: TrainConfig, out_dir: Path, progress, init_state, after_step) ->
             "weights": "on the Loihi 8-bit grid of their population, BatchNorm frozen (neurodeploy/loihi_aware.py)",
             "test_accuracy_before": accuracy_before,
             "started_from": init_card.get("config") if init_card else None}
+    if world is not None:
+        card["distributed"] = {"processes": world.size, "backend": world.backend,
+                               "batch_per_process": -(-cfg.batch_size // world.size),
+                               "batchnorm": ("frozen (Loihi-aware)" if cfg.loihi_aware else
+                                             "synchronised across processes" if sync_bn else "per process")}
     model.name = cfg.model
-    checkpoint.save(out_dir / f"{cfg.twin}.pt", model, card)
-    last_path.unlink(missing_ok=True)
+    if main:
+        checkpoint.save(out_dir / f"{cfg.twin}.pt", model, card)
+        last_path.unlink(missing_ok=True)
+    distributed.barrier()     # no rank returns before the checkpoint exists
     return card
