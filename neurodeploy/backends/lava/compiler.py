@@ -337,11 +337,39 @@ def _model_errors(head) -> str:
     return f"a Lava process model failed: {lines[0]}" if lines else ""
 
 
+class _Trace:
+    """Drains one population's ``trace`` pipe in a thread, frame by frame, into a
+    (frames, *shape) int8 array (the population sends exactly one frame per step it runs
+    a sample); ``progress(samples done)`` is called after every sample's last frame."""
+
+    def __init__(self, port, frames: int, shape, progress=None, timesteps: int = 1):
+        import threading
+        self.frames = np.zeros((frames,) + tuple(shape), np.int8)
+        self._port, self._progress, self._t = port.external_pipe_csp_recv_port, progress, timesteps
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self):
+        for i in range(len(self.frames)):
+            self.frames[i] = self._port.recv()
+            if self._progress is not None and (i + 1) % self._t == 0:
+                self._progress((i + 1) // self._t)
+
+    def result(self) -> np.ndarray:
+        self._thread.join()
+        return self.frames
+
+
+def _deepest(plan: Plan) -> str:
+    """The recorded population that finishes a sample last (progress is counted there)."""
+    return max((n for n, p in plan.pops.items() if p.record), key=lambda n: plan.pops[n].depth, default=None)
+
+
 def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed",
-             fast_conv: bool = True, route: str = "loihi2", before_stop=None) -> dict:
+             fast_conv: bool = True, route: str = "loihi2", before_stop=None, progress=None) -> dict:
     """Run N samples; returns outputs (T, N, *out), counts and timings. ``before_stop`` is
     called when the network has run, before Lava stops its processes (the worker's
-    watchdog stops watching them there)."""
+    watchdog stops watching them there); ``progress(samples done)`` as samples finish."""
     from lava.magma.core.run_conditions import RunSteps
 
     sequence = x.ndim == len(plan.input_shape) + 2
@@ -364,17 +392,20 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     try:
         head.run(condition=RunSteps(num_steps=1), run_cfg=cfg)   # compiles and starts
         t1 = time.perf_counter()
+        # the recorded populations' spike trains stream out while the network runs
+        readers = {n: _Trace(p.trace, samples * timesteps, plan.pops[n].shape,
+                             progress if n == _deepest(plan) else None, timesteps)
+                   for n, p in procs.items() if plan.pops[n].record}
         if total > 1:
             head.run(condition=RunSteps(num_steps=total - 1), run_cfg=cfg)
         t2 = time.perf_counter()
     except RuntimeError as e:
         raise RuntimeError(_model_errors(head) or str(e)) from e
-    counts = {n: np.asarray(p.counts.get()) for n, p in procs.items()}
+    trains = {n: r.result().reshape((samples, timesteps) + plan.pops[n].shape) for n, r in readers.items()}
+    counts = {n: p.tally.external_pipe_csp_recv_port.recv() for n, p in procs.items()}
     per_sample = {n: np.asarray(p.sample_counts.get()) for n, p in procs.items()}
     events = {n: float(np.asarray(p.input_events.get()).sum()) for n, p in procs.items()}
     overflows = {n: int(np.asarray(p.overflows.get()).sum()) for n, p in procs.items()}
-    trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
-              for n, p in procs.items() if plan.pops[n].record}
     if before_stop is not None:
         before_stop()
     head.stop()
