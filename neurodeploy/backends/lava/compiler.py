@@ -404,8 +404,9 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
         head.run(condition=RunSteps(num_steps=1), run_cfg=cfg)   # compiles and starts
         t1 = time.perf_counter()
         # the recorded populations' spike trains stream out while the network runs
+        last = _deepest(plan)
         readers = {n: _Trace(p.trace, samples * timesteps, plan.pops[n].shape,
-                             progress if n == _deepest(plan) else None, timesteps)
+                             progress if n == last else None, timesteps)
                    for n, p in procs.items() if plan.pops[n].record}
         if total > 1:
             head.run(condition=RunSteps(num_steps=total - 1), run_cfg=cfg)
