@@ -14,7 +14,8 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.text import Text
 from rich.table import Table
 
@@ -54,10 +55,14 @@ class _StatusColumn(ProgressColumn):
         return Text(str(task.fields.get("status", "")))
 
 
+LAVA_BATCH = 128   # samples per Lava network in validate: its start-up (~5 s) spread, ~0.7 GB for pruned_squeezenet
+
+
 def progress_bar() -> Progress:
     from .training.distributed import is_main     # a torchrun job shows rank 0's bar (of the whole batch)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    _StatusColumn(), console=err, transient=False, disable=not is_main())
+                    TextColumn("eta"), TimeRemainingColumn(), _StatusColumn(), console=err, transient=False,
+                    disable=not is_main())
 
 
 def emit(obj: dict, as_json: bool, render=None):
@@ -591,6 +596,9 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
              timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
              dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
              batch_size: int = typer.Option(64, help="Batch size."),
+             lava_batch: int = typer.Option(LAVA_BATCH, help="Samples per Lava network (lava targets): they run "
+                                                            "back to back in one network, each exactly as alone; "
+                                                            "more per network spreads its start-up, costs memory."),
              device: str = typer.Option("cpu", help="Device for model/torch (cpu keeps comparisons bit-exact)."),
              min_agreement: float = typer.Option(0.0, help="Exit non-zero if any target's prediction agreement "
                                                           "with the reference is below this (0..1)."),
@@ -598,8 +606,8 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
              as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Differential run: prediction agreement and per-population spike differences between backends."""
     from .validation import options
-    options(samples=samples, timesteps=timesteps, dt=dt, batch_size=batch_size, device=device,
-            min_agreement=min_agreement)
+    options(samples=samples, timesteps=timesteps, dt=dt, batch_size=batch_size, lava_batch=lava_batch,
+            device=device, min_agreement=min_agreement)
     from . import backends
     from .ir.nodes import POPULATIONS
     from .ir.topology import flatten_graph
@@ -613,11 +621,13 @@ def validate(file: Path = typer.Argument(..., help="A .nir file."),
     for t in names:                 # refuse before running anything
         backends.require(t, graph)
     results = {}
-    for t in names:
-        err.print(f"running {t} on {inputs.source} ...")
-        program = backends.compile(t, graph, source=file, device=device, dt=dt)
-        results[t] = program.run(inputs.x, timesteps, batch_size)
-        _warn_if_silent(results[t].outputs, f"{t} ({inputs.source})")
+    with progress_bar() as p:
+        for t in names:
+            err.print(f"running {t} on {inputs.source} ...")
+            program = backends.compile(t, graph, source=file, device=device, dt=dt)
+            lava = backends.get(t).module.endswith(".lava")
+            results[t] = program.run(inputs.x, timesteps, lava_batch if lava else batch_size, progress=p)
+            _warn_if_silent(results[t].outputs, f"{t} ({inputs.source})")
     order = [k for k, v in flatten_graph(graph)[0].items() if isinstance(v, POPULATIONS)]
     report = {"file": str(file), "inputs": inputs.source, **compare(results, inputs.labels, order)}
     emit(report, as_json, _render_validation)

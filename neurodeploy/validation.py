@@ -144,6 +144,7 @@ _RULES = {
     "samples": ("--samples", lambda o, v: at_least(o, v, 1)),
     "timesteps": ("--timesteps", lambda o, v: optional_at_least(o, v, 1)),
     "batch_size": ("--batch-size", lambda o, v: at_least(o, v, 1)),
+    "lava_batch": ("--lava-batch", lambda o, v: at_least(o, v, 1)),
     "epochs": ("--epochs", lambda o, v: at_least(o, v, 1)),
     "limit": ("--limit", lambda o, v: optional_at_least(o, v, 1)),
     "seed": ("--seed", lambda o, v: at_least(o, v, 0)),

@@ -129,6 +129,7 @@ BAD_OPTIONS = [
     (("run", "{g}", "--target", "lava", "--samples", "0"), "--samples must be an integer >= 1"),
     (("run", "{g}", "--save-output", "{d}"), "is a folder"),
     (("validate", "{g}", "--min-agreement", "nan"), "--min-agreement must be a number in [0, 1], got nan"),
+    (("validate", "{g}", "--targets", "torch,lava", "--lava-batch", "0"), "--lava-batch must be an integer >= 1, got 0"),
     (("validate", "{g}", "--min-agreement", "1.5"), "--min-agreement must be a number in [0, 1]"),
     (("validate", "{g}", "--min-agreement", "-0.1"), "--min-agreement must be a number in [0, 1]"),
     (("energy", "{g}", "--samples", "0"), "--samples must be an integer >= 1"),

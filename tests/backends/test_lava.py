@@ -647,3 +647,44 @@ def test_flatten_only_edges_and_input_straight_into_a_population(tmp_path):
     np.testing.assert_array_equal(lava.compile(path, precision="float").run(x, 5).outputs, ref)
     fixed = lava.compile(path, precision="fixed").run(x, 5).outputs
     assert (fixed == ref).mean() > 0.95
+
+
+@pytest.mark.lava
+@needs_lava
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_samples_back_to_back_equal_one_sample_runs(tmp_path, precision):
+    """Many samples in one Lava network (how validation at scale runs) give every sample
+    exactly what a network of its own gives: outputs, per-sample spike counts, counters.
+    The graph has paths of different depth into one population (SpikeDelay), a pooled
+    input (whose source's spike train streams out for counting) and a host readout."""
+    from neurodeploy.backends import lava
+    rng = np.random.default_rng(12)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 8, 8])}),
+        "conv1": conv(rng, 4, 2, 3, (8, 8), 0.7),
+        "lif1": lif((4, 8, 8)),
+        "pool": nir.AvgPool2d(kernel_size=np.array([2]), stride=np.array([2]), padding=np.array([0])),
+        "conv2": conv(rng, 6, 4, 3, (4, 4), 1.2),                 # fed pooled spikes: lif1 is traced
+        "down": conv(rng, 6, 4, 3, (8, 8), 0.6, stride=2, pad=1),  # one step shorter: a SpikeDelay
+        "lif2": lif((6, 4, 4)),
+        "gap": nir.AvgPool2d(kernel_size=np.array([4]), stride=np.array([4]), padding=np.array([0])),
+        "flat": nir.Flatten(input_type={"input": np.array([6, 1, 1])}, start_dim=0, end_dim=-1),
+        "output": nir.Output(output_type={"output": np.array([6])}),
+    }
+    edges = [("input", "conv1"), ("conv1", "lif1"), ("lif1", "pool"), ("pool", "conv2"), ("conv2", "lif2"),
+             ("lif1", "down"), ("down", "lif2"), ("lif2", "gap"), ("gap", "flat"), ("flat", "output")]
+    path = save(tmp_path, "mixed", nodes, edges, (2, 8, 8), 5)
+    x = np.random.default_rng(11).uniform(0, 1, (3, 2, 8, 8)).astype(np.float32)
+    prog = lava.compile(path, precision=precision)
+    together = prog.run(x, 5, batch_size=3)
+    assert prog.last["chunks"] == 1
+    alone = [prog.run(x[i:i + 1], 5, batch_size=1) for i in range(len(x))]
+    assert together.outputs.sum() > 0
+    np.testing.assert_array_equal(together.outputs, np.concatenate([a.outputs for a in alone], axis=1))
+    for name, counts in together.population_spike_counts.items():
+        assert counts.sum() > 0, name
+        np.testing.assert_array_equal(counts, np.concatenate([a.population_spike_counts[name] for a in alone]))
+    merged = lava.merge_counters([a.counters for a in alone]).to_dict()
+    mine = together.counters.to_dict()
+    for key in ("populations", "projections", "totals_per_sample", "samples"):
+        assert mine[key] == merged[key], key

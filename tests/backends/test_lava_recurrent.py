@@ -82,3 +82,21 @@ def test_longer_loops_are_refused_by_name():
     looped.metadata = graph.metadata
     s = backends.supports("lava", looped)
     assert not s.ok and "recurrent loop through other populations" in s.why
+
+
+def test_recurrent_samples_back_to_back_equal_one_sample_runs():
+    """Samples share one network (SampleGate drops the recurrent spikes of a sample's last
+    step): each one's outputs and spike counts are exactly those of a network of its own."""
+    from neurodeploy.backends.lava.grid import on_loihi_grid
+    on_grid, _ = on_loihi_grid(recurrent_cuba())
+    x = spikes(seed=2)[:, :3]
+    prog = nd.compile("lava", on_grid)
+    together = prog.run(x, batch_size=3)
+    alone = [prog.run(x[:, i:i + 1], batch_size=1) for i in range(3)]
+    assert together.population_spike_counts["hidden"].min() > 0     # the loop carries spikes in every sample
+    np.testing.assert_array_equal(together.outputs, np.concatenate([a.outputs for a in alone], axis=1))
+    for name, counts in together.population_spike_counts.items():
+        np.testing.assert_array_equal(counts, np.concatenate([a.population_spike_counts[name] for a in alone]))
+    from neurodeploy.ir.counters import merge_counters
+    assert together.counters.to_dict()["projections"] == merge_counters([a.counters for a in alone]).to_dict()[
+        "projections"]

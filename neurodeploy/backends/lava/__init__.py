@@ -81,13 +81,14 @@ class LavaProgram:
         if not np.isfinite(x).all():
             raise NeurodeployError("the input holds NaN or infinite values")
         n = samples_in(x.shape[1] if sequence else x.shape[0]) if x.ndim else samples_in(0)
-        task = progress.add_task("lava", total=int(n)) if progress else None
+        task = progress.add_task(f"lava-{self.precision}", total=int(n)) if progress else None
         parts, t0 = [], time.perf_counter()
         for i in range(0, n, int(batch_size)):
             chunk = x[:, i:i + batch_size] if sequence else x[i:i + batch_size]
-            parts.append(self._run_chunk(python, chunk, timesteps))
+            done = (lambda k, i=i: progress.update(task, completed=i + k)) if progress else None
+            parts.append(self._run_chunk(python, chunk, timesteps, done))
             if progress:
-                progress.update(task, advance=chunk.shape[1] if sequence else chunk.shape[0])
+                progress.update(task, completed=i + (chunk.shape[1] if sequence else chunk.shape[0]))
         outputs = np.concatenate([o for o, _ in parts], axis=1)
         results = [r for _, r in parts]
         overflows = {}
@@ -107,19 +108,31 @@ class LavaProgram:
                          seconds=time.perf_counter() - t0, weight_quantisation=self.weight_quantisation,
                          overflows=overflows if self.precision == "fixed" else None)
 
-    def _run_chunk(self, python, x: np.ndarray, timesteps: int):
+    def _run_chunk(self, python, x: np.ndarray, timesteps: int, done=None):
+        """One worker, one Lava network for the samples of ``x``; ``done(samples finished)``
+        is called while it runs."""
         with tempfile.TemporaryDirectory(prefix="neurodeploy-lava-", dir=_short_temp_root(),
                                          ignore_cleanup_errors=True) as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", x)
             req = {"graph": str(self.graph_path), "inputs": str(tmp / "inputs.npy"),
                    "timesteps": int(timesteps), "precision": self.precision,
-                   "out_dir": str(tmp / "out"), "fast_conv": self.fast_conv, "route": self.route}
+                   "out_dir": str(tmp / "out"), "fast_conv": self.fast_conv, "route": self.route,
+                   "progress": str(tmp / "progress")}
             (tmp / "request.json").write_text(json.dumps(req))
-            _run_worker(python, tmp / "request.json", self.timeout)
+            poll = (lambda: done(_read_progress(tmp / "progress"))) if done else None
+            _run_worker(python, tmp / "request.json", self.timeout, poll=poll)
             outputs = np.load(tmp / "out" / "outputs.npy")
             result = json.loads((tmp / "out" / "result.json").read_text())
         return outputs, result
+
+
+def _read_progress(path: Path) -> int:
+    """The samples the worker reports done (0 before its first report)."""
+    try:
+        return int(path.read_bytes().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _short_temp_root() -> str:
@@ -148,7 +161,7 @@ def worker_path_dir(tmp: Path) -> Path:
 
 
 def _run_worker(python: Path, request: Path, timeout: float, module: str = "neurodeploy.backends.lava.worker",
-                what: str = "the Lava worker", failed: str = "Lava run failed") -> None:
+                what: str = "the Lava worker", failed: str = "Lava run failed", poll=None) -> None:
     """Run ``python -m module request`` in the Lava runtime, in its own process group, and
     watch it: however it ends (an error, a crash, a kill, a timeout, Ctrl-C or SIGTERM here)
     its whole process group goes, Lava's model processes included, and anything but
@@ -157,7 +170,8 @@ def _run_worker(python: Path, request: Path, timeout: float, module: str = "neur
     The worker writes its stdout / stderr to files beside the request, not to pipes:
     Lava's model processes inherit the worker's descriptors and outlive it when it is
     killed, so a pipe would stay open and a read of it (``communicate``) never return.
-    Waiting on the worker's own pid notices its death at once."""
+    Waiting on the worker's own pid notices its death at once; ``poll()`` is called
+    twice a second while it runs (progress)."""
     env = dict(os.environ)
     root = str(worker_path_dir(request.parent))
     env["PYTHONPATH"] = root   # nothing of the main environment's path
@@ -175,10 +189,16 @@ def _run_worker(python: Path, request: Path, timeout: float, module: str = "neur
             raise NeurodeployError(f"cannot start the Lava runtime's Python {python} ({e.strerror}); "
                                    "delete the runtime and run `neurodeploy setup lava`") from None
     try:
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise NeurodeployError(f"{what} (pid {proc.pid}) did not finish within {timeout:.0f} s (killed)") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                rc = proc.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())) if poll else timeout)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline or not poll:
+                    raise NeurodeployError(f"{what} (pid {proc.pid}) did not finish within {timeout:.0f} s "
+                                           "(killed)") from None
+                poll()
     finally:   # success, failure, timeout, Ctrl-C, SIGTERM: no Lava process outlives this call
         _stop_group(proc)
     if rc != 0:

@@ -36,6 +36,7 @@ import numpy as np
 from . import fixed_point as fx
 from .plan import INPUT, Path, Plan, PlanError, apply_op, fanout_nonzero, path_constant, path_linear
 
+COUNT_BLOCK = 16   # samples whose graded inputs counters() rebuilds at once
 MSG_BITS = 24  # graded messages (a projection fed by another projection)
 # How the fixed-point network takes its input and scales its state:
 #   loihi2  the host's input current arrives as graded spikes (24-bit payload) and each
@@ -337,11 +338,49 @@ def _model_errors(head) -> str:
     return f"a Lava process model failed: {lines[0]}" if lines else ""
 
 
+class _Trace:
+    """Drains one population's ``trace`` pipe in a thread, frame by frame, into a
+    (frames, *shape) int8 array (the population sends exactly one frame per step it runs
+    a sample); ``progress(samples done)`` is called after every sample's last frame."""
+
+    def __init__(self, port, frames: int, shape, progress=None, timesteps: int = 1):
+        import threading
+        self.frames = np.zeros((frames,) + tuple(shape), np.int8)
+        self._port, self._progress, self._t = port.external_pipe_csp_recv_port, progress, timesteps
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self):
+        try:
+            for i in range(len(self.frames)):
+                self.frames[i] = self._port.recv()
+                if self._progress is not None and (i + 1) % self._t == 0:
+                    self._progress((i + 1) // self._t)
+        except BaseException as e:   # the network would block on the full pipe forever: end the worker
+            import os
+            import signal
+            import sys
+            print(f"error: reading a population's spike train failed: {type(e).__name__}: {e}",
+                  file=sys.stderr, flush=True)
+            if os.getpgrp() == os.getpid():
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+            os._exit(2)
+
+    def result(self) -> np.ndarray:
+        self._thread.join()
+        return self.frames
+
+
+def _deepest(plan: Plan) -> str:
+    """The recorded population that finishes a sample last (progress is counted there)."""
+    return max((n for n, p in plan.pops.items() if p.record), key=lambda n: plan.pops[n].depth, default=None)
+
+
 def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed",
-             fast_conv: bool = True, route: str = "loihi2", before_stop=None) -> dict:
+             fast_conv: bool = True, route: str = "loihi2", before_stop=None, progress=None) -> dict:
     """Run N samples; returns outputs (T, N, *out), counts and timings. ``before_stop`` is
     called when the network has run, before Lava stops its processes (the worker's
-    watchdog stops watching them there)."""
+    watchdog stops watching them there); ``progress(samples done)`` as samples finish."""
     from lava.magma.core.run_conditions import RunSteps
 
     sequence = x.ndim == len(plan.input_shape) + 2
@@ -364,17 +403,21 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     try:
         head.run(condition=RunSteps(num_steps=1), run_cfg=cfg)   # compiles and starts
         t1 = time.perf_counter()
+        # the recorded populations' spike trains stream out while the network runs
+        last = _deepest(plan)
+        readers = {n: _Trace(p.trace, samples * timesteps, plan.pops[n].shape,
+                             progress if n == last else None, timesteps)
+                   for n, p in procs.items() if plan.pops[n].record}
         if total > 1:
             head.run(condition=RunSteps(num_steps=total - 1), run_cfg=cfg)
         t2 = time.perf_counter()
     except RuntimeError as e:
         raise RuntimeError(_model_errors(head) or str(e)) from e
-    counts = {n: np.asarray(p.counts.get()) for n, p in procs.items()}
+    trains = {n: r.result().reshape((samples, timesteps) + plan.pops[n].shape) for n, r in readers.items()}
+    counts = {n: p.tally.external_pipe_csp_recv_port.recv() for n, p in procs.items()}
     per_sample = {n: np.asarray(p.sample_counts.get()) for n, p in procs.items()}
     events = {n: float(np.asarray(p.input_events.get()).sum()) for n, p in procs.items()}
     overflows = {n: int(np.asarray(p.overflows.get()).sum()) for n, p in procs.items()}
-    trains = {n: np.asarray(p.spikes.get()).reshape((samples, timesteps) + plan.pops[n].shape)
-              for n, p in procs.items() if plan.pops[n].record}
     if before_stop is not None:
         before_stop()
     head.stop()
@@ -423,50 +466,60 @@ def counters(plan: Plan, r: dict) -> dict:
                                                 spikes=int(r["counts"][name].sum()),
                                                 neuron_updates=int(size * n * t),
                                                 input_events=int(r["input_events"][name]))
-    x = r["x"].astype(np.float64)
+    x = r["x"]
     # values as (N, T or 1, *shape): a static input stays one frame per sample
     x = x.transpose((1, 0) + tuple(range(2, x.ndim))) if r["sequence"] else x[:, None]
-    memo = {}
     ops = plan.projection_ops()
+    counted = {k: op for k, op in ops.items() if op.kind != "reshape" and op.nir_type != "Identity"}
+    graded = [k for k in counted if plan.spike_source(k) is None]
+    fans = {k: fanout_nonzero(op) for k, op in counted.items()}
+    # graded inputs, rebuilt in float64 from the trains: COUNT_BLOCK samples at a time, so
+    # the memory does not grow with the samples of a run (the sums are exact integers)
+    graded_ops = {k: 0 for k in graded}
+    graded_binary = {k: True for k in graded}
+    for a in range(0, n, COUNT_BLOCK):
+        block = slice(a, min(a + COUNT_BLOCK, n))
+        memo = {}
 
-    def value(node: str) -> np.ndarray:
-        if node in memo:
-            return memo[node]
-        if plan.types.get(node) == "Input":
-            v = x
-        elif node in plan.pops:
-            v = r["trains"][node].astype(np.float64)
-        else:
-            v = node_input(node)
-            op = ops.get(node)
-            if op is None:   # a Flatten not on any path (cannot happen in a valid plan)
-                raise PlanError(f"cannot evaluate node '{node}' for counting")
-            frames = v.reshape((-1,) + tuple(op.in_shape))
-            v = apply_op(op, frames).reshape(v.shape[:2] + tuple(op.out_shape))
-        memo[node] = v
-        return v
+        def value(node: str) -> np.ndarray:
+            if node in memo:
+                return memo[node]
+            if plan.types.get(node) == "Input":
+                v = x[block].astype(np.float64)
+            elif node in plan.pops:
+                v = r["trains"][node][block].astype(np.float64)
+            else:
+                v = node_input(node)
+                op = ops.get(node)
+                if op is None:   # a Flatten not on any path (cannot happen in a valid plan)
+                    raise PlanError(f"cannot evaluate node '{node}' for counting")
+                frames = v.reshape((-1,) + tuple(op.in_shape))
+                v = apply_op(op, frames).reshape(v.shape[:2] + tuple(op.out_shape))
+            memo[node] = v
+            return v
 
-    def node_input(node: str) -> np.ndarray:
-        vals = [value(p) for p in plan.preds[node]]
-        steps = max(v.shape[1] for v in vals)
-        total = 0
-        for v in vals:
-            total = total + v   # (N, 1, ...) broadcasts over (N, T, ...)
-        return np.broadcast_to(total, (n, steps) + total.shape[2:])
+        def node_input(node: str) -> np.ndarray:
+            vals = [value(p) for p in plan.preds[node]]
+            steps = max(v.shape[1] for v in vals)
+            total = 0
+            for v in vals:
+                total = total + v   # (N, 1, ...) broadcasts over (N, T, ...)
+            return np.broadcast_to(total, (block.stop - block.start, steps) + total.shape[2:])
 
-    for name, op in ops.items():
-        if op.kind == "reshape" or op.nir_type == "Identity":
-            continue   # a direct population edge has no NIR projection: the reference counts none
-        fan = fanout_nonzero(op)
+        for name in graded:
+            v, fan = node_input(name), fans[name]
+            nz = (v != 0).reshape(v.shape[:2] + fan.shape)
+            graded_ops[name] += int(round(float((nz * fan).sum()))) * (t if v.shape[1] == 1 else 1)
+            graded_binary[name] &= bool(np.all((v == 0) | (v == 1)))
+
+    for name, op in counted.items():
+        fan = fans[name]
         src = plan.spike_source(name)
         if src is not None:          # spikes only: linear in the per-neuron counts
             eff = int(round(float((r["counts"][src].astype(np.float64).reshape(fan.shape) * fan).sum())))
             binary = True
         else:
-            v = node_input(name)
-            nz = (v != 0).reshape(v.shape[:2] + fan.shape)
-            eff = int(round(float((nz * fan).sum()))) * (t if v.shape[1] == 1 else 1)
-            binary = bool(np.all((v == 0) | (v == 1)))
+            eff, binary = graded_ops[name], graded_binary[name]
         params = 0 if op.ones else int(np.count_nonzero(op.weight) + (
             0 if op.bias is None else np.count_nonzero(op.bias)))
         rc.projections[name] = ProjectionCounts(kind=op.nir_type, binary_input=binary,

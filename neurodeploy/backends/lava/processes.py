@@ -18,8 +18,9 @@ the drive (see fixed_point.py). Unlike lava's LIF it also
   ``offset`` is the population's pipeline depth (each Dense/Conv adds one step);
 - takes ``drive`` (samples, steps, *shape): the current of the projections fed by
   the real-valued input, computed on the host (the bias route netx uses for input);
-- counts its spikes per neuron and per sample inside the simulation, and records
-  its spike train when asked (output populations).
+- counts its spikes per neuron and per sample inside the simulation, and streams
+  its spike train to the host when asked (``trace``: output populations and those
+  counting needs), and its per-neuron counts once at the end (``tally``).
 
 ``SpikeDelay``: a ring buffer that delays spikes by ``delay`` steps, inserted where
 two paths into one population have different pipeline depths.
@@ -46,6 +47,8 @@ from lava.proc.conv import utils as conv_utils
 from lava.proc.lif.models import AbstractPyLifModelFixed
 
 from . import fixed_point as fx
+
+TRACE_BUFFER = 64   # spike frames a recorded population may run ahead of the host's reader
 
 
 class Population(AbstractProcess):
@@ -84,8 +87,16 @@ class Population(AbstractProcess):
         self.sample_counts = Var(shape=(samples,), init=0)  # spikes per sample
         self.input_events = Var(shape=(1,), init=0)         # nonzero input currents arriving
         self.overflows = Var(shape=(1,), init=0)            # input currents past the 24-bit u (wrapped)
-        rec_shape = (samples * timesteps,) + shape if record else (1,)
-        self.spikes = Var(shape=rec_shape, init=0)
+        # Read-out through Lava's external pipes (the channel its io.Extractor uses), not Vars:
+        # Var.get() moves an array one element per message (PyProcessModel._get_var, ~35 us
+        # each), which made reading recorded spike trains ~99 % of a run's time.
+        # ``trace``: the spikes of every step the population runs a sample (record only);
+        # ``tally``: ``counts``, once, after the population's last step.
+        self.trace = OutPort(shape=shape)
+        self.tally = OutPort(shape=shape)
+        if record:
+            self.trace.flag_external_pipe(buffer_size=TRACE_BUFFER)
+        self.tally.flag_external_pipe(buffer_size=1)
 
 
 class _PopulationMixin:
@@ -102,13 +113,16 @@ class _PopulationMixin:
         return drive[min(sample, drive.shape[0] - 1), min(k, drive.shape[1] - 1)]
 
     def _account(self, s, sample, k, current):
+        p = self.proc_params
         self.input_events[0] += int(np.count_nonzero(current))
         n = int(np.count_nonzero(s))
         if n:
             self.counts += (s != 0)
             self.sample_counts[sample] += n
-        if self.proc_params["record"]:
-            self.spikes[sample * self.proc_params["timesteps"] + k] = (s != 0)
+        if p["record"]:
+            self.trace.send(s != 0)
+        if sample == p["samples"] - 1 and k == p["timesteps"] - 1:
+            self.tally.send(self.counts)
 
     def _fire(self, v, r, thr):
         """Spikes and the new state from the updated state v, in the population's reset mode
@@ -153,7 +167,8 @@ class PyPopulationModelFloat(_PopulationMixin, PyLoihiProcessModel):
     sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
     overflows: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
+    trace: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int8)
+    tally: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
 
     def _v_reset(self, v):
         return self.v_reset.astype(np.float32)
@@ -210,7 +225,8 @@ class PyPopulationModelFixed(_PopulationMixin, AbstractPyLifModelFixed):
     sample_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     input_events: np.ndarray = LavaPyType(np.ndarray, np.int64)
     overflows: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    spikes: np.ndarray = LavaPyType(np.ndarray, np.int8)
+    trace: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int8)
+    tally: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
     # AbstractPyLifModelFixed declares these; unused here (bias via drive_int / bias_int)
     bias_mant = None
     bias_exp = None

@@ -4,10 +4,11 @@ Runs with the Lava runtime's Python 3.10 and PYTHONPATH = the repository root; i
 only numpy, nir, h5py, lava and the plain modules of this package. The request::
 
     {"graph": "model.nir", "inputs": "x.npy", "timesteps": 8, "precision": "fixed"|"float",
-     "out_dir": "folder", "fast_conv": true, "route": "loihi2"|"netx"}
+     "out_dir": "folder", "fast_conv": true, "route": "loihi2"|"netx", "progress": "file"}
 
 ``inputs`` is (N, *input_shape) (static, presented every step: direct encoding) or
-(T, N, *input_shape) (a sequence). Writes ``outputs.npy`` (T, N, *output_shape),
+(T, N, *input_shape) (a sequence). ``progress`` (optional): a file that holds the number of
+samples done so far, rewritten as they finish. Writes ``outputs.npy`` (T, N, *output_shape),
 ``spike_counts.npz`` (per population, per sample) and ``result.json`` (counters in
 ``RunCounters.to_dict()`` form, seconds, quantisation report). A failure prints one
 line ``error: ...`` as the last line of stderr and exits 2.
@@ -50,7 +51,7 @@ def main(request_path: str) -> int:
         raise ValueError(f"precision must be 'fixed' or 'float', not {precision!r}")
     watch = _watch_children()
     r = run_plan(plan, x, int(req["timesteps"]), precision, bool(req.get("fast_conv", True)),
-                 req.get("route", "loihi2"), before_stop=watch.set)
+                 req.get("route", "loihi2"), before_stop=watch.set, progress=_progress_file(req.get("progress")))
     r["precision"] = precision
     c = counters(plan, r)
     c["graph_sha256"] = file_sha256(req["graph"])
@@ -69,6 +70,18 @@ def main(request_path: str) -> int:
     }
     (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
     return 0
+
+
+def _progress_file(path):
+    """``progress(n)``: the samples done so far, written over the file's first bytes (the
+    caller polls it for its progress bar); None without a path."""
+    if not path:
+        return None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+
+    def progress(n: int) -> None:
+        os.pwrite(fd, f"{int(n):>20d}".encode(), 0)
+    return progress
 
 
 def _children(pid: int) -> list:
