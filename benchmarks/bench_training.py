@@ -23,8 +23,20 @@ import json
 import torch
 import torch.nn.functional as F
 
-from bench_inference import calibrated, step_loop, timeit, with_leaky
-from contenders import omp_policy, race
+from contenders import omp_policy, race, timeit
+from step_loops import step_loop, with_leaky
+
+
+def calibrated(name, in_channels=3, seed=0):
+    """An untrained network, BatchNorm statistics set on random data so that the first layers spike."""
+    from neurodeploy.architectures import build
+    torch.manual_seed(seed)
+    model = build(name, "snn", in_channels=in_channels)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, in_channels, 32, 32))
+    return model.eval()
 
 
 def snntorch_train_twin(model, timesteps):
@@ -61,7 +73,7 @@ def contender_step(worker, name, batch, timesteps, device="cpu"):
     return model.parameters(), model, x, y
 
 
-WORKERS = {"ours": "ours", "snntorch": "snntorch"}
+WORKERS = {"ours": "ours", "snntorch": "default"}   # worker -> OpenMP setting (contenders.py)
 
 
 def bench_model(name, batch, timesteps, device, repeats, rounds):
@@ -71,7 +83,7 @@ def bench_model(name, batch, timesteps, device, repeats, rounds):
     ours, theirs = best["ours"], best["snntorch"]
     return {"model": name, "batch": batch, "timesteps": timesteps, "device": device, "ours_step_s": ours,
             "snntorch_step_s": theirs, "ratio_vs_snntorch": theirs / ours,
-            "omp_wait_policy": {c: omp_policy(c) for c in WORKERS}}
+            "omp_wait_policy": {w: omp_policy(s) for w, s in WORKERS.items()}}
 
 
 def main():
