@@ -210,11 +210,15 @@ class _Projection(_Op):
         return out.permute(0, 3, 1, 2) if image else out.view(n, -1)
 
     def _tune(self, x) -> str:
-        """The fastest of the offered kernels on (a quarter of) this input: each runs
+        """The fastest of the offered kernels on a quarter of this input: each runs
         once on two samples (compiling or loading it), then twice timed, the kernels
         taking turns so that a burst of load on a shared machine hits them alike. All
-        give the same bits, so the choice changes only the speed."""
-        part = x[:max(2, x.shape[0] // 4)]
+        give the same bits, so the choice changes only the speed. The quarter is the
+        middle one: x is (T*b, ...) time-major, and the first timesteps, while the
+        membranes charge, carry fewer spikes than the run does."""
+        size = max(2, x.shape[0] // 4)
+        start = (x.shape[0] - size) // 2
+        part = x[start:start + size]
         seconds = {}
         for kernel in self.kernels.values():
             kernel(part[:2])
