@@ -25,6 +25,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .lif_cpu import AVAILABLE, _chunks, _over_samples
+
+if AVAILABLE:
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def _rescale_rows(lo, hi, acc, scale, bias, out):
+        """out[r] = float32(acc[r]) * scale + bias for rows [lo, hi): one pass, where
+        torch's conversion, scaling and bias are three passes over the output."""
+        for r in range(lo, hi):
+            a, o = acc[r], out[r]
+            for j in range(a.shape[0]):
+                o[j] = np.float32(a[j]) * scale + bias[j]
+
 
 def weight_matrix(k: np.ndarray) -> torch.Tensor:
     """Integer weights (O, C[, KH, KW]) -> the int8 (KH*KW*C, O) matrix the im2col rows multiply."""
@@ -60,9 +74,17 @@ def project(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_
     x8 = (rows if input_scale == 1 else rows * input_scale).to(torch.int8)
     cols = im2col(x8.contiguous(), kernel, stride, padding, dilation) if image else x8.contiguous()
     acc = torch._int_mm(cols, weights8)
-    y = acc.to(torch.float32).mul_(output_scale)      # exact: an integer below 2^24 times a power of two
-    if bias is not None:
-        y.add_(bias)
+    # exact: an integer below 2^24 times a power of two, plus a bias whose sum with it is exact
+    if AVAILABLE and acc.device.type == "cpu":
+        y = torch.empty(acc.shape, dtype=torch.float32)
+        b = (bias if bias is not None else torch.zeros(acc.shape[1])).to(torch.float32).contiguous().numpy()
+        acc_np, y_np = acc.numpy(), y.numpy()
+        _over_samples(lambda i, lo, hi: _rescale_rows(lo, hi, acc_np, np.float32(output_scale), b, y_np),
+                      _chunks(acc.shape[0], torch.get_num_threads()))
+    else:
+        y = acc.to(torch.float32).mul_(output_scale)
+        if bias is not None:
+            y.add_(bias)
     if not image:
         return y
     n, _, h, w = x.shape
