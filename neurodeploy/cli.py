@@ -8,7 +8,9 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -888,6 +890,18 @@ def _handle_termination():
         STATE["signal"] = signum
         raise Terminated(signum)
 
+    def swallowed(unraisable):
+        """A signal that landed in a weakref callback or a __del__ (an import's module
+        lock, a numba cache load) raised where Python prints and drops exceptions: the
+        command ran on and wrote its outputs. Deliver it again; it lands in the command."""
+        if isinstance(unraisable.exc_value, Terminated):
+            STATE["terminating"] = False
+            # from another thread, a moment later: sent from here, the handler would run
+            # inside this hook, which drops exceptions too
+            threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum)).start()
+            return
+        previous_hook(unraisable)
+
     previous = {}
     STATE["terminating"], STATE["signal"] = False, None
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -895,12 +909,18 @@ def _handle_termination():
             previous[sig] = signal.signal(sig, handler)
         except (ValueError, OSError):   # not the main thread (an embedding program): leave them
             pass
+    if previous:
+        previous_hook, sys.unraisablehook = sys.unraisablehook, swallowed
+        previous["unraisablehook"] = previous_hook
     return previous
 
 
 def _restore_handlers(previous: dict):
     """Put back what was there (the command runs in-process in tests and notebooks)."""
     import signal
+    previous = dict(previous)
+    if "unraisablehook" in previous:
+        sys.unraisablehook = previous.pop("unraisablehook")
     for sig, h in previous.items():
         try:
             signal.signal(sig, h if h is not None else signal.SIG_DFL)

@@ -724,3 +724,32 @@ def test_empty_input_on_lava_is_refused_not_hung(good):
     prog = backends.compile("lava", good / "tiny.nir")
     with pytest.raises(NeurodeployError, match="holds no samples"):
         prog.run(np.zeros((0, 4), np.float32))
+
+
+def test_a_signal_dropped_by_a_callback_is_delivered_again():
+    """A signal whose exception lands in a weakref callback (Python prints and drops it
+    there: an import's module lock, a numba cache load) must still stop the command."""
+    import weakref
+    from neurodeploy import cli
+    from neurodeploy.errors import Terminated
+
+    class Node:
+        pass
+
+    def callback(_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100000):      # the handler runs here, inside the callback
+            pass
+
+    previous = cli._handle_termination()
+    try:
+        node = Node()
+        ref = weakref.ref(node, callback)
+        with pytest.raises(Terminated):
+            del node
+            for _ in range(200):     # the signal delivered again lands in the command's own code
+                time.sleep(0.005)
+        assert ref() is None
+    finally:
+        cli._restore_handlers(previous)
+    assert sys.unraisablehook is sys.__unraisablehook__ or "swallowed" not in repr(sys.unraisablehook)
