@@ -166,20 +166,24 @@ class _Projection(_Op):
             else:
                 self.w = self.w.contiguous(memory_format=torch.channels_last)
 
+    def sums_exact(self, fraction_bits: int, max_input: float) -> bool:
+        """Every partial sum is an exact float32, in any order, for inputs that are multiples
+        of 2^-fraction_bits in [0, max_input] (:mod:`neurodeploy.kernels.grid`)."""
+        return self.w is not None and grid.exact_in_any_order(
+            self.w.cpu().numpy(), None if self.b is None else self.b.cpu().numpy(), fraction_bits, max_input)
+
     def use_exact_kernels(self, fraction_bits: int, max_input: float, binary: bool, prefer: str = "auto"):
-        """Offer the integer and event-driven kernels (CPU) beside the dense one, where
-        they give the same bits: a Conv2d (groups 1), Affine or Linear whose sums are
-        exact in any order for inputs that are multiples of 2^-fraction_bits in
-        [0, max_input] (spikes, pooled spikes; :mod:`neurodeploy.kernels.grid`).
-        ``prefer``: "auto" times the candidates on the first batch and keeps the
+        """Offer the integer and event-driven kernels (CPU) beside the dense one, for a
+        projection whose sums are exact in any order (:meth:`sums_exact`, which the caller
+        checked): a Conv2d (groups 1), Affine or Linear of inputs that are multiples of
+        2^-fraction_bits in [0, max_input] (spikes, pooled spikes). They then give the same
+        bits. ``prefer``: "auto" times the candidates on the first batch and keeps the
         fastest; a kernel's name uses that one where it is offered; "dense" none."""
         conv = self.kind == "Conv2d"
         if prefer == "dense" or self.kind not in ("Conv2d", "Affine", "Linear") or (conv and self.args["groups"] != 1):
             return
         w, b = (self.w_live, self.b_live) if self.rows is not None else (self.w, self.b)
         w_np, b_np = w.cpu().numpy(), (b.cpu().numpy() if b is not None else None)
-        if not grid.exact_in_any_order(w_np, b_np, fraction_bits, max_input):
-            return
         a = self.args if conv else dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1))
         kernel = tuple(w.shape[2:]) if conv else (1, 1)
         candidates = {"dense": self._dense_output}
@@ -647,11 +651,10 @@ class TorchProgram:
                 if not isinstance(op, _Projection):
                     continue
                 values = self._input_grid(name)
-                exact = values is not None and op.w is not None and grid.exact_in_any_order(
-                    op.w.numpy(), None if op.b is None else op.b.numpy(), values[0], values[1])
+                exact = values is not None and op.sums_exact(*values[:2])
                 if self.spike_fed[name] or exact:
                     op.use_channels_last()
-                if values is not None:
+                if exact:   # (the live rows of a concatenation branch are exact when all rows are)
                     op.use_exact_kernels(*values, prefer=kernels)
         self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).ravel())
 

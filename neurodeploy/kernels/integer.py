@@ -75,7 +75,7 @@ def project(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_
     cols = im2col(x8.contiguous(), kernel, stride, padding, dilation) if image else x8.contiguous()
     acc = torch._int_mm(cols, weights8)
     # exact: an integer below 2^24 times a power of two, plus a bias whose sum with it is exact
-    if AVAILABLE and acc.device.type == "cpu":
+    if AVAILABLE:
         y = torch.empty(acc.shape, dtype=torch.float32)
         b = (bias if bias is not None else torch.zeros(acc.shape[1])).to(torch.float32).contiguous().numpy()
         acc_np, y_np = acc.numpy(), y.numpy()
