@@ -886,6 +886,11 @@ def _handle_termination():
     def handler(signum, frame):
         if STATE.get("terminating"):
             return
+        if _inside_import(frame):
+            # raising there leaves a module half-built, and under torch's C++ import code the
+            # exception aborted the process (SIGABRT, seen in CI): deliver it again shortly
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         STATE["terminating"] = True
         STATE["signal"] = signum
         raise Terminated(signum)
@@ -913,6 +918,15 @@ def _handle_termination():
         previous_hook, sys.unraisablehook = sys.unraisablehook, swallowed
         previous["unraisablehook"] = previous_hook
     return previous
+
+
+def _inside_import(frame) -> bool:
+    """The interrupted code runs under an import (frames link across C calls too)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _restore_handlers(previous: dict):

@@ -753,3 +753,29 @@ def test_a_signal_dropped_by_a_callback_is_delivered_again():
     finally:
         cli._restore_handlers(previous)
     assert sys.unraisablehook is sys.__unraisablehook__ or "swallowed" not in repr(sys.unraisablehook)
+
+
+def test_a_signal_during_an_import_waits_for_the_import(tmp_path, monkeypatch):
+    """A signal that lands while a module is being imported is delivered once the import
+    is done: raising inside it leaves the module half-built (and inside torch's C++ import
+    code the exception aborted the process)."""
+    from neurodeploy import cli
+    from neurodeploy.errors import Terminated
+
+    (tmp_path / "slow_module_for_signal_test.py").write_text(
+        "import os, signal\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "for _ in range(200000):\n"
+        "    pass\n"
+        "finished = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    previous = cli._handle_termination()
+    try:
+        with pytest.raises(Terminated):
+            import slow_module_for_signal_test  # noqa: F401
+            for _ in range(200):     # the signal, delivered again, lands here
+                time.sleep(0.005)
+        assert sys.modules["slow_module_for_signal_test"].finished
+    finally:
+        cli._restore_handlers(previous)
+        sys.modules.pop("slow_module_for_signal_test", None)
