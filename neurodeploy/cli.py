@@ -828,6 +828,9 @@ def entry():
     try:
         _entry()
     finally:
+        if STATE.get("terminating"):
+            import gc
+            gc.collect()     # half-built objects' __del__ run now, while the hook above is in place
         _restore_handlers(previous)
 
 
@@ -904,6 +907,11 @@ def _handle_termination():
             # from another thread, a moment later: sent from here, the handler would run
             # inside this hook, which drops exceptions too
             threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum)).start()
+            return
+        if STATE.get("terminating") and not STATE.get("debug"):
+            # fallout of the interrupt: an object the signal stopped half-built fails in its
+            # __del__ (llvmlite's PassBuilder: "no attribute '_as_parameter_'", seen in CI);
+            # the user asked the command to stop, a traceback about it is noise
             return
         previous_hook(unraisable)
 
