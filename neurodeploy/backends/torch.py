@@ -137,6 +137,9 @@ class _Projection(_Op):
 
         self.layout = "nchw"
         self.kernels, self.kernel = None, "dense"    # see use_exact_kernels
+        # int8 kernel only: the scale its integer inputs carry (x * input_scale), and whether
+        # it hands its sums unscaled to the LIF loop that reads them (TorchProgram._link_integers)
+        self.input_scale, self.keeps_sums = None, False
 
     def use_channels_last(self):
         """Run this Conv2d on channels-last tensors (CPU, spike-fed projections only).
@@ -196,8 +199,10 @@ class _Projection(_Op):
         scale_in = 2.0 ** fraction_bits
         if ints is not None and max_input * scale_in <= 127:
             w8, scale_out = integer.weight_matrix(ints[0]), 2.0 ** (ints[1] - fraction_bits)
-            candidates["int8"] = lambda x: integer.project(x, scale_in, w8, scale_out, b, kernel, a["stride"],
-                                                           a["padding"], a["dilation"])
+            self.input_scale = scale_in
+            self._sums = lambda x: integer.accumulate(x, scale_in, w8, scale_out, b, kernel, a["stride"],
+                                                      a["padding"], a["dilation"])
+            candidates["int8"] = lambda x: self._sums(x).to_float()
         if prefer in candidates:
             candidates = {prefer: candidates[prefer]}
         self.kernels = candidates
@@ -242,7 +247,7 @@ class _Projection(_Op):
         else:
             if self.kernel is None:
                 self.kernel = self._tune(x)
-            y = self.kernels[self.kernel](x)
+            y = self._sums(x) if self.keeps_sums else self.kernels[self.kernel](x)
         return y if self.rows is None else _Rows(y, self)
 
     def _dense_output(self, x):
@@ -346,6 +351,9 @@ class _Population(_Op):
                                t(c.syn_decay), t(c.w_in))
         self.spiking = self.p.threshold is not None
         self._flat_params = {}
+        # after the compiled loop has run once: whether the population shares its parameters;
+        # int8_multiplier: write int8 spikes times this for int8 readers (TorchProgram._link_integers)
+        self.shares_params, self.int8_multiplier = None, None
         for t in (self.p.decay, self.p.gain, self.p.threshold):
             if t is not None and torch.isnan(t).any():
                 raise NeurodeployError(f"node {name} ({self.kind}) has NaN parameters; re-export the graph")
@@ -390,6 +398,8 @@ class _Population(_Op):
         if not self.compiled_loop_fits(x):
             current = x.unsqueeze(0).expand(T, *x.shape) if static else x.reshape(T, b, *x.shape[1:])
             return self.scan(current)[0], None
+        if isinstance(x, integer.IntegerSums):
+            return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b, pool)
         if x.dim() == 4 and not _channels_last(x) and not (static and x.is_contiguous()):
             x = x.contiguous(memory_format=torch.channels_last)     # (a static NCHW one is read as it is)
         return self._compiled_scan([(x, slice(None))], x.shape[1:], static, T, b, pool)
@@ -399,8 +409,9 @@ class _Population(_Op):
         (T*b, C_part, ...) currents with their channel slices, which tile the population
         of per-sample ``shape``. Each branch's neurons run on their own (a neuron only
         sees its own current), so the concatenated current is never built."""
-        parts = [(y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 and not _channels_last(y) else y,
-                  span) for y, span in parts]
+        parts = [(y.contiguous(memory_format=torch.channels_last)
+                  if isinstance(y, torch.Tensor) and y.dim() == 4 and not _channels_last(y) else y, span)
+                 for y, span in parts]
         return self._compiled_scan(parts, shape, False, T, b, pool)
 
     def pool_fits(self, shape, pool) -> bool:
@@ -412,29 +423,40 @@ class _Population(_Op):
 
     def _compiled_scan(self, parts, shape, static, T, b, pool=None):
         """Run the compiled loop on each (current, channel slice) part. Memory order per
-        sample is (rows, channels): (H*W, C) channels-last, (1, C) for a vector."""
+        sample is (rows, channels): (H*W, C) channels-last, (1, C) for a vector. A part
+        may be an integer projection's unscaled sums (:class:`~neurodeploy.kernels.integer.IntegerSums`);
+        with ``int8_multiplier`` set, the output is int8 (see TorchProgram._link_integers)."""
         shape = tuple(shape)
         rows = int(np.prod(shape[1:])) if len(shape) == 3 else 1
         channels_last = len(shape) == 3
         pool = pool if self.pool_fits(shape, pool) else None
         k, scale = pool if pool is not None else (1, 1.0)
         out_shape = (shape[0], shape[1] // k, shape[2] // k) if pool is not None else shape
-        out = torch.empty((T * b,) + out_shape, memory_format=torch.channels_last if channels_last
-                          else torch.contiguous_format)
+        params = self._memory_order_params(shape, channels_last)
+        self.shares_params = all(a.size == 1 for a in params.values())
+        int8 = self.int8_multiplier is not None and self.shares_params
+        out = torch.empty((T * b,) + out_shape, dtype=torch.int8 if int8 else torch.float32,
+                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         out_rows = rows // (k * k)
         values = _as_matrix(out).numpy().reshape(T, b, out_rows, -1)
         counts = np.zeros((b, 3), np.int64)
         per_neuron = np.zeros((rows, shape[0]), np.float32)
         active = np.zeros((out_rows, shape[0]), np.float32) if pool is not None else None
-        params = self._memory_order_params(shape, channels_last)
         for current, span in parts:
-            channels_first = (static and channels_last and current.is_contiguous()    # a static NCHW current
-                              and not current.is_contiguous(memory_format=torch.channels_last))
+            sums = None
+            if isinstance(current, integer.IntegerSums):
+                sums, current = (current.scale, current.bias), current.acc
+                channels_first = False      # (N, OH, OW, O) or (N, O): memory order already
+            else:
+                channels_first = (static and channels_last and current.is_contiguous()    # a static NCHW current
+                                  and not current.is_contiguous(memory_format=torch.channels_last))
             current = (current.reshape(1, b, current.shape[1], rows).numpy() if channels_first else
-                       _as_matrix(current).contiguous().numpy().reshape(1 if static else T, b, rows, -1))
+                       (current if sums else _as_matrix(current)).contiguous().numpy()
+                       .reshape(1 if static else T, b, rows, -1))
             lif_cpu.lif_scan(current, params, values, counts, per_neuron, torch.get_num_threads(),
                              channel_offset=span.start or 0, pool=(k, shape[2], scale) if pool is not None else None,
-                             active=active, channels_first=channels_first)
+                             active=active, channels_first=channels_first, sums=sums,
+                             multiplier=self.int8_multiplier if int8 else 1)
         pooled = None
         if pool is not None:
             pooled = _Activity(_population_order(torch.from_numpy(active), out_shape), int(counts[:, 2].sum()) == 0)
@@ -443,6 +465,8 @@ class _Population(_Op):
         return out.view((T, b) + out_shape), counts
 
     def compiled_loop_fits(self, x) -> bool:
+        if isinstance(x, integer.IntegerSums):     # planned only where the loop takes them
+            return True
         return (lif_cpu.AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32 and self.spiking
                 and self.reset == "to_v_reset" and self.p.syn_decay is None and not x.requires_grad
                 and x.dim() in (2, 4))
@@ -583,6 +607,7 @@ def _place_rows(parts: list) -> torch.Tensor:
     """Sum row-sliced projection outputs (:class:`_Rows` of one target) into one tensor.
     Disjoint rows that cover every channel (a concatenation's branches) are copied
     into an uninitialised tensor; anything else is added onto zeros."""
+    parts = [_Rows(p.y.to_float(), p.op) if isinstance(p.y, integer.IntegerSums) else p for p in parts]
     y0, channels = parts[0].y, parts[0].channels
     fmt = torch.channels_last if _channels_last(y0) else torch.contiguous_format
     out = torch.empty((y0.shape[0], channels) + tuple(y0.shape[2:]), dtype=y0.dtype, device=y0.device,
@@ -657,6 +682,8 @@ class TorchProgram:
                 if exact:   # (the live rows of a concatenation branch are exact when all rows are)
                     op.use_exact_kernels(*values, prefer=kernels)
         self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).ravel())
+        # see _choose_kernels and _link_integers
+        self._loop_output, self._choosing = {}, ("first" if self.device.type == "cpu" else None)
 
     def _fed_by_spikes(self, name, seen=()) -> bool:
         """Every input of this node is spikes (0/1) by construction: spiking populations, or a Flatten of them."""
@@ -699,6 +726,71 @@ class TorchProgram:
                 return (window.bit_length() - 1, 1.0, window == 1)
             return (0, float(window), window == 1)
         return None
+
+    def _choose_kernels(self, seconds_per_sample: float):
+        """Called after each of the first batches. The first chose each projection's
+        kernel on its own (``_Projection._tune``); but int8 projections and LIF loops
+        side by side also skip conversions (:meth:`_link_integers`), which a kernel timed
+        alone does not see. So two whole-network choices are then timed, a batch each:
+        "integer" (int8 wherever offered, the others as tuned) and "tuned" (as chosen);
+        the faster per sample stays. All choices give the same bits."""
+        projections = {n: op for n, op in self.ops.items() if isinstance(op, _Projection) and op.kernels}
+        if self._choosing == "first":
+            tuned = {n: op.kernel for n, op in projections.items()}
+            integer = {n: "int8" if "int8" in op.kernels else tuned[n] for n, op in projections.items()}
+            self._candidates = {"integer": integer, "tuned": tuned} if integer != tuned else {"tuned": tuned}
+            self._timed = {} if integer != tuned else {"tuned": 0.0}     # (one choice: nothing to time)
+        else:
+            self._timed[self._trying] = seconds_per_sample
+        waiting = [c for c in self._candidates if c not in self._timed]
+        self._trying = waiting[0] if waiting else min(self._timed, key=self._timed.get)
+        self._choosing = "timing" if waiting else None
+        for n, kernel in self._candidates[self._trying].items():
+            projections[n].kernel = kernel
+        self._link_integers()
+
+    def _link_integers(self):
+        """After the first batch (every projection has chosen its kernel, every compiled
+        LIF loop has run): keep the values between int8 projections and LIF loops as
+        integers. A population whose every reader is an int8 projection gets int8
+        spikes written (times the readers' input scale: pooled spikes are multiples of
+        1/k^2), not float32 ones that each reader converts; an int8 projection read only
+        by a LIF loop hands it its int32 sums, which the loop scales as it reads them,
+        not a float32 current written out and read back. Both are the same float32
+        arithmetic in another place: spikes and counters stay bit-identical. Measured
+        on pruned_squeezenet (batch 64, T = 8), the conversions took 37 of 154 ms."""
+        for op in self.ops.values():
+            if isinstance(op, _Projection):
+                op.keeps_sums = False
+            elif isinstance(op, _Population):
+                op.int8_multiplier = None
+        readers = {n: [d for s, d in self.edges if s == n] for n in self.nodes}
+        int8 = lambda q: (isinstance(self.ops[q], _Projection) and self.ops[q].kernel == "int8"
+                          and self.ops[q].input_scale is not None and len(self.preds[q]) == 1)
+        for name, value in self._loop_output.items():
+            op = self.ops[name]
+            qs = readers[value]
+            if not op.shares_params or not qs or not all(int8(q) for q in qs):
+                continue
+            scales = {self.ops[q].input_scale for q in qs}
+            pooled = self.fused_pools[name][2] if value != name else 1.0
+            window = self.fused_pools[name][1] ** 2 if value != name else 1
+            m = pooled * scales.pop() if len(scales) == 1 else 0.5
+            if m == int(m) and 1 <= m * window <= 127:
+                op.int8_multiplier = int(m)
+        for name, op in self.ops.items():
+            if not isinstance(op, _Projection) or op.kernel != "int8" or len(readers[name]) != 1:
+                continue
+            pop = readers[name][0]
+            if pop in self._loop_output and self.ops[pop].shares_params and (
+                    self.preds[pop] == [name] or (op.row_slice if op.rows is not None else None) is not None):
+                op.keeps_sums = True
+
+    @property
+    def kernels_settled(self) -> bool:
+        """The first batches' choice of kernels is over (:meth:`_choose_kernels`); until
+        then batches may run other, equally exact kernels."""
+        return self._choosing is None
 
     def kernel_choices(self) -> dict:
         """{projection: the kernel it runs ("dense", "int8", "events"; None until its first batch)}."""
@@ -760,8 +852,11 @@ class TorchProgram:
             for i in range(0, n, batch_size):
                 xb = (x[i:i + batch_size] if static else x[:, i:i + batch_size]).to(self.device)
                 b = xb.shape[0] if static else xb.shape[1]
+                t_batch = time.perf_counter()
                 out, pops = (self._run_layer_serial(xb, static, T, b, counters if count else None)
                              if not self.back_edges else self._run_stepwise(xb, static, T, b, counters))
+                if self._choosing:
+                    self._choose_kernels((time.perf_counter() - t_batch) / b)
                 outputs.append(out.cpu())
                 for k, v in pops.items():
                     pop_counts.setdefault(k, []).append(v.cpu())
@@ -842,6 +937,8 @@ class TorchProgram:
             placed = _place_rows([v for v, _ in parts])
             ins = [(placed, parts[0][1])] + [(v, s) for v, s in ins if not isinstance(v, _Rows)]
         ins = [(v.full(), s) if isinstance(v, _Rows) else (v, s) for v, s in ins]
+        if len(ins) > 1:      # a sum of several: as float32 tensors
+            ins = [(v.to_float(), s) if isinstance(v, integer.IntegerSums) else (v, s) for v, s in ins]
         if all(s for _, s in ins) or len(ins) == 1:
             total = ins[0][0]
             for v, _ in ins[1:]:
@@ -880,6 +977,7 @@ class TorchProgram:
                     out, loop_counts = op.scan_layer(x, s, T, b, pool)
                 if loop_counts is not None:
                     activity[name] = _Activity(loop_counts.spikes_per_neuron, True)
+                    self._loop_output[name] = pool_name if loop_counts.pooled is not None else name
                 if counters is not None:
                     pops[name] = self._count_population(op, shape, T, b, counters, loop_counts, x, s, out)
                 y = out.reshape(T * b, *out.shape[2:])

@@ -64,30 +64,62 @@ def im2col(x8: torch.Tensor, kernel, stride, padding, dilation) -> torch.Tensor:
     return windows.reshape(n * oh * ow, kh * kw * c)
 
 
-def project(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_scale: float,
-            bias: torch.Tensor | None, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-    """x: (N, C, H, W) channels-last or (N, C) float32 whose values times ``input_scale``
-    are integers in [-128, 127]. Returns b + output_scale * (x * input_scale) @ k, as
-    (N, O, OH, OW) channels-last (or (N, O))."""
+class IntegerSums:
+    """A projection's output still as its exact integer sums: the value is
+    ``float32(acc) * scale + bias``, computed where it is read. The LIF loop that a
+    projection feeds reads these directly (:func:`neurodeploy.kernels.lif_cpu.lif_scan`),
+    so the float32 currents are never written out and read back.
+
+    acc: (N, OH, OW, O) int32 (channels-last memory) or (N, O); bias: (O,) float32."""
+
+    def __init__(self, acc: torch.Tensor, scale: float, bias: np.ndarray):
+        self.acc, self.scale, self.bias = acc, np.float32(scale), bias
+
+    @property
+    def shape(self) -> tuple:
+        """The float tensor's shape: (N, O, OH, OW) or (N, O)."""
+        s = tuple(self.acc.shape)
+        return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
+
+    def dim(self) -> int:
+        return self.acc.dim()
+
+    def to_float(self) -> torch.Tensor:
+        """float32(acc) * scale + bias, (N, O, OH, OW) channels-last (or (N, O))."""
+        acc = self.acc.reshape(-1, self.acc.shape[-1])
+        y = torch.empty(acc.shape, dtype=torch.float32)
+        if AVAILABLE:
+            acc_np, y_np = acc.numpy(), y.numpy()
+            _over_samples(lambda i, lo, hi: _rescale_rows(lo, hi, acc_np, self.scale, self.bias, y_np),
+                          _chunks(acc.shape[0], torch.get_num_threads()))
+        else:
+            y.copy_(acc).mul_(float(self.scale)).add_(torch.from_numpy(self.bias))
+        return y.view(self.acc.shape).permute(0, 3, 1, 2) if self.acc.dim() == 4 else y
+
+
+def accumulate(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_scale: float,
+               bias: torch.Tensor | None, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
+               dilation=(1, 1)) -> IntegerSums:
+    """x: (N, C, H, W) channels-last or (N, C): float32 whose values times ``input_scale``
+    are integers in [-128, 127], or those integers already as int8 (a LIF loop that
+    feeds only integer projections writes them so). Returns the sums
+    b + output_scale * (x * input_scale) @ k as :class:`IntegerSums`."""
     image = x.dim() == 4
     rows = x.permute(0, 2, 3, 1) if image else x
-    x8 = (rows if input_scale == 1 else rows * input_scale).to(torch.int8)
-    cols = im2col(x8.contiguous(), kernel, stride, padding, dilation) if image else x8.contiguous()
+    if x.dtype != torch.int8:
+        rows = (rows if input_scale == 1 else rows * input_scale).to(torch.int8)
+    cols = im2col(rows.contiguous(), kernel, stride, padding, dilation) if image else rows.contiguous()
     acc = torch._int_mm(cols, weights8)
-    # exact: an integer below 2^24 times a power of two, plus a bias whose sum with it is exact
-    if AVAILABLE:
-        y = torch.empty(acc.shape, dtype=torch.float32)
-        b = (bias if bias is not None else torch.zeros(acc.shape[1])).to(torch.float32).contiguous().numpy()
-        acc_np, y_np = acc.numpy(), y.numpy()
-        _over_samples(lambda i, lo, hi: _rescale_rows(lo, hi, acc_np, np.float32(output_scale), b, y_np),
-                      _chunks(acc.shape[0], torch.get_num_threads()))
-    else:
-        y = acc.to(torch.float32).mul_(output_scale)
-        if bias is not None:
-            y.add_(bias)
-    if not image:
-        return y
-    n, _, h, w = x.shape
-    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    return y.view(n, oh, ow, -1).permute(0, 3, 1, 2)
+    if image:
+        n, _, h, w = x.shape
+        oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+        ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+        acc = acc.view(n, oh, ow, -1)
+    b = (bias if bias is not None else torch.zeros(acc.shape[-1])).to(torch.float32).contiguous().numpy()
+    return IntegerSums(acc, output_scale, b)
+
+
+def project(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_scale: float,
+            bias: torch.Tensor | None, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """:func:`accumulate`, rescaled: (N, O, OH, OW) channels-last float32 (or (N, O))."""
+    return accumulate(x, input_scale, weights8, output_scale, bias, kernel, stride, padding, dilation).to_float()

@@ -66,12 +66,16 @@ if AVAILABLE:
 
     @njit(cache=True, nogil=True)
     def _scan_uniform(lo, hi, c0, width, pool, scale, current, channels_first, decay, gain, leak, threshold,
-                      v_reset, out, counts, per_position, active):
+                      v_reset, out, counts, per_position, active, sums, sum_scale, sum_bias, multiplier):
+        # sums: current holds a projection's integer sums, I = float32(acc) * sum_scale + sum_bias
+        # (the rescale of kernels.integer, the same two float32 operations); multiplier > 0: out
+        # is int8 and gets multiplier * (spike or window count), the integer its readers take
         T = out.shape[0]
+        int_out = multiplier > 0
         R, K = (current.shape[3], current.shape[2]) if channels_first else (current.shape[2], current.shape[3])
         static = current.shape[0] == 1
         pooled = pool > 1
-        rows = np.empty((R if channels_first else 0, K), np.float32)
+        rows = np.empty((R if channels_first else 0, K), current.dtype)
         v_r = np.empty(K, np.float32)
         for b in range(lo, hi):
             if channels_first:   # a static (K, R) current: into memory order once per sample, in cache
@@ -95,23 +99,31 @@ if AVAILABLE:
                     i_r = rows[r] if channels_first else current[0 if static else t, b, r]
                     s_r = out[t, b, r_out, c0:c0 + K]
                     for k in range(K):
-                        x = (v_r[k] * decay + gain * i_r[k]) + leak
+                        i = np.float32(i_r[k]) * sum_scale + sum_bias[k] if sums else np.float32(i_r[k])
+                        x = (v_r[k] * decay + gain * i) + leak
                         fired = x > threshold
-                        if pooled:
-                            s_r[k] += np.float32(fired)     # the window's spike count
+                        if pooled and int_out:
+                            s_r[k] += fired                 # the window's spike count
+                        elif pooled:
+                            s_r[k] += np.float32(fired)
+                        elif int_out:
+                            s_r[k] = fired * multiplier
                         else:
                             s_r[k] = np.float32(fired)
                         v_r[k] = v_reset if fired else x
                         p_r[k] += np.float32(fired)
                         n_spikes += fired
-                        n_inputs += i_r[k] != 0
+                        n_inputs += i != 0
             if pooled:                   # count -> pooled value; count the nonzero and non-binary ones
                 for t in range(T):
                     for r_out in range(out.shape[2]):
                         o_r, a_r = out[t, b, r_out, c0:c0 + K], active[r_out, c0:c0 + K]
                         for k in range(K):
-                            y = o_r[k] * scale
-                            o_r[k] = y
+                            y = np.float32(o_r[k]) * scale
+                            if int_out:
+                                o_r[k] = o_r[k] * multiplier
+                            else:
+                                o_r[k] = y
                             a_r[k] += np.float32(y != 0)
                             n_graded += (y != 0) & (y != 1)
             counts[b, 0] += n_spikes
@@ -477,7 +489,8 @@ def _over_samples(work, chunks) -> None:
 def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndarray,
              per_position: np.ndarray, threads: int, channel_offset: int = 0,
              pool: tuple[int, int, float] | None = None, active: np.ndarray | None = None,
-             channels_first: bool = False) -> None:
+             channels_first: bool = False, sums: tuple[float, np.ndarray] | None = None,
+             multiplier: int = 1) -> None:
     """Write the spikes of a LIF population into ``out`` and count them.
 
     The neurons are laid out as (R, C) per sample, in memory order: (1, M) for a
@@ -496,7 +509,14 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
     out; ``active`` (R/k^2, C) counts the nonzero pooled values over T and B. Only
     for populations sharing their parameters. ``channels_first``: a static current
     given as (1, B, K, R), the (C, H*W) order of the convolution that made it; each
-    sample is put into memory order in cache, not in a pass over the whole tensor."""
+    sample is put into memory order in cache, not in a pass over the whole tensor.
+
+    ``sums`` = (scale, bias): ``current`` is int32, an integer projection's sums
+    (:class:`neurodeploy.kernels.integer.IntegerSums`), and each neuron's current is
+    float32(sum) * scale + bias[channel], bias (K,) float32: the float32 values the
+    projection would have written, made in cache. An int8 ``out`` receives
+    ``multiplier`` * each spike (or window's spike count): the integer input of the
+    int8 projections that read it. Both only for populations sharing their parameters."""
     p = [np.asarray(params[k], dtype=np.float32) for k in ("decay", "gain", "leak", "threshold", "v_reset")]
     chunks = _chunks(out.shape[1], threads)
     per_chunk = np.zeros((len(chunks),) + per_position.shape, np.float32)
@@ -506,15 +526,17 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
         k, width, scale = pool if pool is not None else (1, 1, 1.0)
         active_chunk = np.zeros((len(chunks),) + (active.shape if pool is not None else (1, 1)), np.float32)
         p = [np.float32(a.reshape(-1)[0]) for a in p]
+        sum_scale, sum_bias = sums if sums is not None else (1.0, _NO_BIAS)
         _over_samples(lambda i, lo, hi: _scan_uniform(lo, hi, channel_offset, width, k, np.float32(scale),
                                                       current, channels_first, *p, out, counts, per_chunk[i],
-                                                      active_chunk[i]),
+                                                      active_chunk[i], sums is not None, np.float32(sum_scale),
+                                                      sum_bias, np.int64(multiplier if out.dtype == np.int8 else 0)),
                       chunks)
         if pool is not None:
             active += active_chunk.sum(0)
     else:
-        if pool is not None:
-            raise ValueError("a fused pooling needs parameters shared by the population")
+        if pool is not None or sums is not None or out.dtype != np.float32:
+            raise ValueError("a fused pooling, integer sums and int8 spikes need parameters shared by the population")
         p = [np.ascontiguousarray(np.broadcast_to(a if a.size > 1 else a.reshape(1, 1), out.shape[2:])) for a in p]
         _over_samples(lambda i, lo, hi: _scan_per_neuron(lo, hi, channel_offset, current, *p, out, counts,
                                                          per_chunk[i]), chunks)
@@ -522,6 +544,7 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
 
 
 _NO_NORM = (np.ones(1, np.float32), np.zeros(1, np.float32))
+_NO_BIAS = np.zeros(1, np.float32)
 
 
 def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak: float, threshold: float,

@@ -33,12 +33,23 @@ def population(shape, decay=0.5, thr=0.5):
 
 
 def run_all(g, x, T=4):
-    """{kernels: (result, program)} for every kernel choice."""
+    """{kernels: (result, program)} for every kernel choice: the program's second run,
+    after its first batches chose the kernels (one tunes them layer by layer, two time
+    whole-network choices) and linked integer projections with LIF loops; under
+    "<kernels> first run", the run that did so."""
     out = {}
     for kernels in KERNELS:
         program = torch_compile(g, device="cpu", kernels=kernels)
-        out[kernels] = (program.run(x, T, batch_size=3), program)
+        first = program.run(x, T, batch_size=2)
+        out[kernels] = (program.run(x, T, batch_size=2), program)
+        out[kernels + " first run"] = (first, program)
     return out
+
+
+def links(program):
+    """(int8 projections handing their sums to a LIF loop, {population: int8 spike multiplier})."""
+    return ({n for n, op in program.ops.items() if getattr(op, "keeps_sums", False)},
+            {n: op.int8_multiplier for n, op in program.ops.items() if getattr(op, "int8_multiplier", None)})
 
 
 def assert_same_bits(results):
@@ -78,6 +89,9 @@ def test_convolution_of_spikes_is_bit_identical_on_every_kernel(stride, padding,
     x = rng.random((5, 2, 12, 12)).astype(np.float32) * 2
     results = run_all(conv_net(rng, stride, padding, dilation), x)
     assert_same_bits(results)
+    # int8 c2: p1 writes int8 spikes for it, and c2 hands p2 its integer sums
+    assert links(results["int8"][1]) == ({"c2"}, {"p1": 1})
+    assert links(results["dense"][1]) == (set(), {})
     assert results["dense"][0].counters.populations["p2"].spikes > 0       # not a silent, trivial match
     assert used(results, "int8") >= {"int8"} and used(results, "events") >= {"events"}
 
@@ -92,6 +106,27 @@ def test_pooled_spikes_are_bit_identical_on_every_kernel(pool):
     results = run_all(conv_net(rng, 1, 1, 1, pool=pool), x)
     assert_same_bits(results)
     assert "c2" in [n for n, k in results["events"][1].kernel_choices().items() if k == "events"]
+    # the loop pools p1's spikes: avg writes window counts (x 1/4 x c2's input scale 4), sum the counts
+    assert links(results["int8"][1]) == ({"c2"}, {"p1": 1})
+
+
+def test_concatenation_of_integer_sums_into_a_pooled_loop_is_bit_identical():
+    """Spikes -> two int8 branches writing channel slices of one population (each hands
+    the loop its own sums), which pools its spikes for an int8 convolution."""
+    rng = np.random.default_rng(13)
+    a, b = conv(rng, 16, 8, 1), conv(rng, 16, 8, 3, padding=1)
+    a.weight[8:], a.bias[8:], b.weight[:8], b.bias[:8] = 0, 0, 0, 0
+    nodes = {"c0": conv(rng, 8, 2, 3, padding=1), "p0": population((8, 8, 8), thr=0.25), "a": a, "b": b,
+             "cat": population((16, 8, 8), thr=0.25),
+             "pool": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             "c3": conv(rng, 6, 16, 3, padding=1), "p3": population((6, 4, 4), thr=0.125)}
+    edges = [("input", "c0"), ("c0", "p0"), ("p0", "a"), ("p0", "b"), ("a", "cat"), ("b", "cat"),
+             ("cat", "pool"), ("pool", "c3"), ("c3", "p3"), ("p3", "output")]
+    x = rng.random((5, 2, 8, 8)).astype(np.float32) * 2
+    results = run_all(graph(nodes, edges, (2, 8, 8), (6, 4, 4)), x)
+    assert_same_bits(results)
+    assert results["dense"][0].counters.populations["p3"].spikes > 0
+    assert links(results["int8"][1]) == ({"a", "b", "c3"}, {"p0": 1, "cat": 1})
 
 
 def test_concatenation_rows_linear_and_affine_are_bit_identical():
