@@ -686,18 +686,17 @@ class TorchProgram:
         self._loop_output, self._choosing = {}, ("first" if self.device.type == "cpu" else None)
 
     def _fed_by_spikes(self, name, seen=()) -> bool:
-        """Every input of this node is spikes (0/1) by construction: spiking populations, or a Flatten of them."""
+        """This node's input is spikes (0/1) by construction: one spiking population, or a
+        Flatten of one. Two or more incoming edges sum their values (2 where two spikes
+        meet, as in a spike-element-wise residual): that input is counted from its values,
+        as NeuroBench does (nonzero inputs, MACs unless every value is 0 or 1)."""
         preds = self.preds[name]
-        if not preds or name in seen:
+        if len(preds) != 1 or name in seen:
             return False
-        for src in preds:
-            node = self.nodes[src]
-            if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)):
-                continue
-            if isinstance(node, nir.Flatten) and self._fed_by_spikes(src, seen + (name,)):
-                continue
-            return False
-        return True
+        node = self.nodes[preds[0]]
+        if isinstance(node, nir.Flatten):
+            return self._fed_by_spikes(preds[0], seen + (name,))
+        return isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold))
 
     def _input_grid(self, name, seen=()) -> tuple[int, float, bool] | None:
         """What this node's input values are known to be, by construction: (fraction

@@ -754,3 +754,21 @@ def test_population_pools_its_own_spikes_with_the_same_outputs_and_counters(monk
         assert fused.counters.projections["cat_a"].binary_input is False     # pooled: graded values
         for name in plain.population_spike_counts:
             np.testing.assert_array_equal(fused.population_spike_counts[name], plain.population_spike_counts[name])
+
+
+def test_summed_spike_trains_are_counted_as_neurobench_counts_them():
+    """Two populations feeding one projection (a spike-element-wise residual): its input
+    is their sum, 2 where both spike. NeuroBench counts such an input by its nonzero
+    values, as MACs (not every value is 0 or 1); it is not a spike train."""
+    w = np.array([[1.0, 0.5], [0.25, 1.0], [1.0, 1.0]], np.float32)
+    nodes = {"fa": affine(w), "pa": lif(0.5, shape=(3,)), "fb": affine(w), "pb": lif(0.5, shape=(3,)),
+             "sum": affine(np.ones((2, 3))), "out": lif(0.5, shape=(2,))}
+    edges = [("input", "fa"), ("input", "fb"), ("fa", "pa"), ("fb", "pb"), ("pa", "sum"), ("pb", "sum"),
+             ("sum", "out"), ("out", "output")]
+    x = np.random.default_rng(0).random((5, 2)).astype(np.float32) * 2
+    r = run(graph(nodes, edges, [2], [2]), x, timesteps=6)
+    spikes = r.counters.populations["pa"].spikes      # pa and pb spike alike: every nonzero input is a 2
+    assert spikes > 0 and r.counters.populations["pb"].spikes == spikes
+    c = r.counters.projections["sum"]
+    assert not c.binary_input
+    assert c.effective_ops == spikes * 2                 # each nonzero input reaches 2 outputs, once
