@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lif_cpu import AVAILABLE, _chunks, _over_samples
+from .lif_cpu import AVAILABLE
+from .sample_threads import over_samples, split_batch
 
 if AVAILABLE:
     from numba import njit
@@ -102,6 +103,6 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray, bina
     x: (N, H, W, C) float32, C-contiguous (a channels-last tensor's memory);
     w: (KH, KW, C, O); bias: (O,); out: (N, OH, OW, O). A Linear / Affine layer is
     the 1 x 1 case with H = W = 1."""
-    _over_samples(lambda i, lo, hi: _conv_events(lo, hi, x, w, bias, out, binary, stride[0], stride[1],
+    over_samples(lambda i, lo, hi: _conv_events(lo, hi, x, w, bias, out, binary, stride[0], stride[1],
                                                  padding[0], padding[1], dilation[0], dilation[1]),
-                  _chunks(x.shape[0], threads))
+                  split_batch(x.shape[0], threads))

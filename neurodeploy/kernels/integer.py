@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .lif_cpu import AVAILABLE, _chunks, _over_samples
+from .lif_cpu import AVAILABLE
+from .sample_threads import over_samples, split_batch
 
 if AVAILABLE:
     from numba import njit
@@ -90,8 +91,8 @@ class IntegerSums:
         y = torch.empty(acc.shape, dtype=torch.float32)
         if AVAILABLE:
             acc_np, y_np = acc.numpy(), y.numpy()
-            _over_samples(lambda i, lo, hi: _rescale_rows(lo, hi, acc_np, self.scale, self.bias, y_np),
-                          _chunks(acc.shape[0], torch.get_num_threads()))
+            over_samples(lambda i, lo, hi: _rescale_rows(lo, hi, acc_np, self.scale, self.bias, y_np),
+                          split_batch(acc.shape[0], torch.get_num_threads()))
         else:
             y.copy_(acc).mul_(float(self.scale)).add_(torch.from_numpy(self.bias))
         return y.view(self.acc.shape).permute(0, 3, 1, 2) if self.acc.dim() == 4 else y

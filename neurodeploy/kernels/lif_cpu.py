@@ -20,8 +20,9 @@ as it lies in memory, so a channels-last population is (H, W, C)); a leading 1
 is a static current, the same at every timestep. Parameters are (1,) when the
 whole population shares them, else (M,) in the same order. Samples run in
 parallel on torch's thread count: the compiled loop releases the GIL and a
-small thread pool splits the batch (numba's own ``parallel=True`` would start an
-OpenMP runtime beside torch's, and that slowed torch's convolutions by 45 %).
+small thread pool splits the batch (:mod:`~neurodeploy.kernels.sample_threads`;
+numba's own ``parallel=True`` would start an OpenMP runtime beside torch's, and
+that slowed torch's convolutions by 45 %).
 
 A population whose only reader is a k x k average (or sum) pooling with stride k
 can pool its own spikes in the same loop (``pool``): each sample's spikes are summed
@@ -37,9 +38,9 @@ torch's idle OpenMP workers sleeping rather than spinning beside these loops.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
+
+from .sample_threads import over_samples, split_batch
 
 
 try:
@@ -463,29 +464,6 @@ if AVAILABLE:
                         g_r[j] = g_r[j] * coef_g[j] + x_r[j] * coef_x[j] + coef_1[j]
 
 
-_pool: ThreadPoolExecutor | None = None
-
-
-def _chunks(batch: int, threads: int) -> list[tuple[int, int]]:
-    """Sample ranges [lo, hi), one per thread."""
-    step = -(-batch // max(1, threads))     # ceil(batch / threads)
-    return [(lo, min(batch, lo + step)) for lo in range(0, batch, step)]
-
-
-def _over_samples(work, chunks) -> None:
-    """Call ``work(k, lo, hi)`` for every chunk k: the first on this thread, the others
-    on the thread pool (the compiled loops release the GIL). The calling thread works
-    rather than waits: one thread wake-up fewer per call, which is most of the time of a
-    small population's call."""
-    global _pool
-    if len(chunks) > 1 and (_pool is None or _pool._max_workers < len(chunks) - 1):
-        _pool = ThreadPoolExecutor(max_workers=len(chunks) - 1, thread_name_prefix="lif_cpu")
-    jobs = [_pool.submit(work, k, lo, hi) for k, (lo, hi) in enumerate(chunks) if k > 0]
-    work(0, *chunks[0])
-    for job in jobs:
-        job.result()
-
-
 def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndarray,
              per_position: np.ndarray, threads: int, channel_offset: int = 0,
              pool: tuple[int, int, float] | None = None, active: np.ndarray | None = None,
@@ -518,7 +496,7 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
     ``multiplier`` * each spike (or window's spike count): the integer input of the
     int8 projections that read it. Both only for populations sharing their parameters."""
     p = [np.asarray(params[k], dtype=np.float32) for k in ("decay", "gain", "leak", "threshold", "v_reset")]
-    chunks = _chunks(out.shape[1], threads)
+    chunks = split_batch(out.shape[1], threads)
     per_chunk = np.zeros((len(chunks),) + per_position.shape, np.float32)
     if channels_first and not all(a.size == 1 for a in p):
         current, channels_first = np.ascontiguousarray(current.transpose(0, 1, 3, 2)), False
@@ -527,7 +505,7 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
         active_chunk = np.zeros((len(chunks),) + (active.shape if pool is not None else (1, 1)), np.float32)
         p = [np.float32(a.reshape(-1)[0]) for a in p]
         sum_scale, sum_bias = sums if sums is not None else (1.0, _NO_BIAS)
-        _over_samples(lambda i, lo, hi: _scan_uniform(lo, hi, channel_offset, width, k, np.float32(scale),
+        over_samples(lambda i, lo, hi: _scan_uniform(lo, hi, channel_offset, width, k, np.float32(scale),
                                                       current, channels_first, *p, out, counts, per_chunk[i],
                                                       active_chunk[i], sums is not None, np.float32(sum_scale),
                                                       sum_bias, np.int64(multiplier if out.dtype == np.int8 else 0)),
@@ -538,7 +516,7 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
         if pool is not None or sums is not None or out.dtype != np.float32:
             raise ValueError("a fused pooling, integer sums and int8 spikes need parameters shared by the population")
         p = [np.ascontiguousarray(np.broadcast_to(a if a.size > 1 else a.reshape(1, 1), out.shape[2:])) for a in p]
-        _over_samples(lambda i, lo, hi: _scan_per_neuron(lo, hi, channel_offset, current, *p, out, counts,
+        over_samples(lambda i, lo, hi: _scan_per_neuron(lo, hi, channel_offset, current, *p, out, counts,
                                                          per_chunk[i]), chunks)
     per_position += per_chunk.sum(0)
 
@@ -588,7 +566,7 @@ def lif_scan_train(current: np.ndarray, T: int, decay: float, gain: float, leak:
         a, b = norm if norm is not None else _NO_NORM
         def work(i, lo, hi):
             _train_forward(lo, hi, current, d, g, l, th, out, membrane, shape, k, np.float32(scale), a, b, m0)
-    _over_samples(work, _chunks(B, threads))
+    over_samples(work, split_batch(B, threads))
     return out, membrane
 
 
@@ -622,7 +600,7 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
     d, g, th, sl = (np.float32(v) for v in (decay, gain, threshold, slope))
     empty = np.zeros((1, 1, 1, 1) if rows else (1, 1, 1), np.float32)
     current, mean = norm if norm is not None else (empty, np.zeros(0, np.float32))
-    chunks = _chunks(B, threads)
+    chunks = split_batch(B, threads)
     if rows:
         sums = np.zeros((len(chunks), 2, mean.shape[0]), np.float64)
         def work(i, lo, hi):
@@ -633,7 +611,7 @@ def lif_scan_backward(grad_out: np.ndarray, membrane: np.ndarray, decay: float, 
         def work(i, lo, hi):
             _train_backward(lo, hi, grad_out, membrane, d, g, th, sl, grad, shape, k, np.float32(scale),
                             current, mean, sums[i], m0)
-    _over_samples(work, chunks)
+    over_samples(work, chunks)
     if norm is None:
         return grad
     return grad, (sums.sum(0).T if rows else sums.sum(0))
@@ -646,18 +624,18 @@ def channel_statistics(current: np.ndarray, channels: int, threads: int) -> tupl
     cancel the variance away), float32 within a sample (vector lanes, see _channel_sums),
     float64 across samples. Channels-last rows (rows, B, R, K): per channel (column), in
     float64, x0 the first row's value."""
-    chunks = _chunks(current.shape[1], threads)
+    chunks = split_batch(current.shape[1], threads)
     if current.ndim == 4:
         n = current.shape[0] * current.shape[1] * current.shape[2]
         shift = np.ascontiguousarray(current[0, 0, 0])
         sums = np.zeros((len(chunks), 2, channels), np.float64)
-        _over_samples(lambda i, lo, hi: _channel_moments_rows(lo, hi, current, shift, sums[i]), chunks)
+        over_samples(lambda i, lo, hi: _channel_moments_rows(lo, hi, current, shift, sums[i]), chunks)
         s1, s2 = sums.sum(0)
     else:
         n = current.shape[0] * current.shape[1] * (current.shape[2] // channels)
         shift = np.ascontiguousarray(current[0, 0].reshape(channels, -1)[:, 0])
         sums = np.zeros((len(chunks), channels, 2), np.float64)
-        _over_samples(lambda i, lo, hi: _channel_moments(lo, hi, current, shift, sums[i]), chunks)
+        over_samples(lambda i, lo, hi: _channel_moments(lo, hi, current, shift, sums[i]), chunks)
         s1, s2 = sums.sum(0).T
     mean_d = s1 / n
     return shift + mean_d, np.maximum(s2 / n - mean_d ** 2, 0.0)
@@ -668,4 +646,4 @@ def normalise_backward(grad: np.ndarray, current: np.ndarray, coef_g, coef_x, co
     (the last pass of a batch normalisation's backward, see dynamics._CompiledNormalisedScan)."""
     coefs = [np.ascontiguousarray(v, dtype=np.float32) for v in (coef_g, coef_x, coef_1)]
     kernel = _normalise_backward_rows if grad.ndim == 4 else _normalise_backward    # channels-last rows
-    _over_samples(lambda i, lo, hi: kernel(lo, hi, grad, current, *coefs), _chunks(grad.shape[1], threads))
+    over_samples(lambda i, lo, hi: kernel(lo, hi, grad, current, *coefs), split_batch(grad.shape[1], threads))
