@@ -279,6 +279,22 @@ class _Projection(_Op):
             self._fanout[key] = x.grad[0].detach()
         return self._fanout[key]
 
+    def nonzero_parameters(self) -> int:
+        """Nonzero weights and biases (counted once: a pass over the weights per run showed
+        in profiles of short runs)."""
+        if not hasattr(self, "_nonzero_parameters"):
+            self._nonzero_parameters = int(sum(int((t != 0).sum()) for t in (self.w, self.b) if t is not None))
+        return self._nonzero_parameters
+
+    def fanout_sums(self, in_shape) -> tuple[torch.Tensor, int]:
+        """The fan-out flattened in float64 (counts are integers: exact below 2^53, where
+        float32 loses them past 2^24) and its total, kept: every batch's counters use them."""
+        key = ("float64",) + tuple(in_shape)
+        if key not in self._fanout:
+            fan = self.fanout(in_shape).double().reshape(-1)
+            self._fanout[key] = (fan, int(round(float(fan.sum()))))
+        return self._fanout[key]
+
 
 def _fusable_pools(nodes: dict, edges: list) -> dict:
     """{population: (pooling node, k, scale)} for every k x k pooling (stride k, no
@@ -875,9 +891,8 @@ class TorchProgram:
         (T*b, *per-sample shape)); else it is counted here from x."""
         c = counters.projections.get(op.name)
         if c is None:
-            c = counters.projections[op.name] = ProjectionCounts(
-                kind=op.kind, binary_input=True,
-                parameters=int(sum(int((t != 0).sum()) for t in (op.w, op.b) if t is not None)))
+            c = counters.projections[op.name] = ProjectionCounts(kind=op.kind, binary_input=True,
+                                                                 parameters=op.nonzero_parameters())
         in_shape = tuple(x.shape) if in_shape is None else tuple(in_shape)
         fan = op.fanout(in_shape[1:])
         repeat = T if static else 1          # a static input is presented at every timestep
@@ -889,9 +904,9 @@ class TorchProgram:
             active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
             binary = spike_fed or not c.binary_input or _all_binary(x)
         c.binary_input = c.binary_input and binary
-        # counts are integers: summed in float64, exact below 2^53 (float32 loses them past 2^24)
-        c.effective_ops += int(round(float((active.double() * fan.double()).sum()))) * repeat
-        c.dense_ops += int(round(float(fan.double().sum()))) * in_shape[0] * repeat
+        fan64, fan_total = op.fanout_sums(in_shape[1:])
+        c.effective_ops += int(round(float(torch.dot(active.reshape(-1).double(), fan64)))) * repeat
+        c.dense_ops += fan_total * in_shape[0] * repeat
 
     def _count_population(self, op: _Population, shape, T, b, counters, loop_counts=None, x=None,
                           static=False, out=None):
