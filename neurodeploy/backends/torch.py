@@ -788,10 +788,12 @@ class TorchProgram:
             if not op.shares_params or not qs or not all(int8(q) for q in qs):
                 continue
             scales = {self.ops[q].input_scale for q in qs}
-            pooled = self.fused_pools[name][2] if value != name else 1.0
-            window = self.fused_pools[name][1] ** 2 if value != name else 1
-            m = pooled * scales.pop() if len(scales) == 1 else 0.5
-            if m == int(m) and 1 <= m * window <= 127:
+            if len(scales) != 1:
+                continue
+            # the loop writes m * (spike or window count); a reader's integer input is value * scale
+            _, k, pool_scale = self.fused_pools[name] if value != name else (None, 1, 1.0)
+            m = pool_scale * scales.pop()
+            if m == int(m) and 1 <= m * k * k <= 127:
                 op.int8_multiplier = int(m)
         for name, op in self.ops.items():
             if not isinstance(op, _Projection) or op.kernel != "int8" or len(readers[name]) != 1:
