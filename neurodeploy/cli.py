@@ -492,9 +492,9 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
         timesteps: Optional[int] = typer.Option(None, "--timesteps", "-T", help="Override T."),
         batch_size: int = typer.Option(64, help="Batch size."),
         device: str = typer.Option("auto", help="auto, cpu or cuda (torch)."),
-        kernels: str = typer.Option("auto", help="torch on CPU: the projection kernels. auto (per projection, the "
-                                                 "fastest of those that give the dense kernel's exact bits), "
-                                                 "dense, int8 or events."),
+        kernels: str = typer.Option("auto", help="torch on CPU: the projection kernels. auto (the fastest, "
+                                                 "timed on the first batches, of those that give the dense "
+                                                 "kernel's exact bits), dense, int8 or events."),
         dt: Optional[float] = typer.Option(None, help="Override dt for graphs without metadata."),
         data_dir: Optional[Path] = typer.Option(None, help="Folder holding CIFAR / TinyImageNet files."),
         save_output: Optional[Path] = typer.Option(None, help="Write the output node's values (T, N, ...) here."),
