@@ -110,6 +110,28 @@ def test_pooled_spikes_are_bit_identical_on_every_kernel(pool):
     assert links(results["int8"][1]) == ({"c2"}, {"p1": 1})
 
 
+def test_auto_times_whole_network_choices_then_keeps_one(monkeypatch):
+    """auto: the first batch tunes each projection, the next two time "int8 wherever
+    offered" and "as tuned" (when they differ), then one stays; every batch the same bits."""
+    from neurodeploy.backends import torch as backend
+    monkeypatch.setattr(backend._Projection, "_tune", lambda self, x: "events")   # differs from int8
+    rng = np.random.default_rng(17)
+    g = conv_net(rng, 1, 1, 1)
+    x = rng.random((4, 2, 12, 12)).astype(np.float32) * 2
+    ref = torch_compile(g, device="cpu", kernels="dense").run(x, 4, batch_size=1)
+    program = torch_compile(g, device="cpu", kernels="auto")
+    program.run(x[:1], 4, batch_size=1)
+    assert not program.kernels_settled and program.kernel_choices()["c2"] == "int8"   # now timing "integer"
+    for _ in range(2):
+        program.run(x[:1], 4, batch_size=1)
+    assert program.kernels_settled and program.kernel_choices()["c2"] in ("int8", "events")
+    r = program.run(x, 4, batch_size=1)
+    assert np.array_equal(r.outputs, ref.outputs) and r.counters.to_dict() == ref.counters.to_dict()
+    dense = torch_compile(g, device="cpu", kernels="dense")
+    dense.run(x[:1], 4, batch_size=1)
+    assert dense.kernels_settled            # nothing to choose
+
+
 def test_concatenation_of_integer_sums_into_a_pooled_loop_is_bit_identical():
     """Spikes -> two int8 branches writing channel slices of one population (each hands
     the loop its own sums), which pools its spikes for an int8 convolution."""
