@@ -190,17 +190,17 @@ class _Projection(_Op):
         a = self.args if conv else dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1))
         kernel = tuple(w.shape[2:]) if conv else (1, 1)
         candidates = {"dense": self._dense_output}
+        bias = (b_np if b_np is not None else np.zeros(w.shape[0])).astype(np.float32)
         if events.AVAILABLE:
             taps = (w_np.transpose(2, 3, 1, 0) if conv else w_np.T[None, None])     # (KH, KW, C, O)
             taps = np.ascontiguousarray(taps, dtype=np.float32)
-            bias = (b_np if b_np is not None else np.zeros(w.shape[0])).astype(np.float32)
             candidates["events"] = lambda x: self._event_output(x, taps, bias, binary, a)
         ints = grid.integer_weights(w_np)
         scale_in = 2.0 ** fraction_bits
         if ints is not None and max_input * scale_in <= 127:
             w8, scale_out = integer.weight_matrix(ints[0]), 2.0 ** (ints[1] - fraction_bits)
             self.input_scale = scale_in
-            self._sums = lambda x: integer.accumulate(x, scale_in, w8, scale_out, b, kernel, a["stride"],
+            self._sums = lambda x: integer.accumulate(x, scale_in, w8, scale_out, bias, kernel, a["stride"],
                                                       a["padding"], a["dilation"])
             candidates["int8"] = lambda x: self._sums(x).to_float()
         if prefer in candidates:

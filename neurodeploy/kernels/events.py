@@ -104,5 +104,5 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray, bina
     w: (KH, KW, C, O); bias: (O,); out: (N, OH, OW, O). A Linear / Affine layer is
     the 1 x 1 case with H = W = 1."""
     over_samples(lambda i, lo, hi: _conv_events(lo, hi, x, w, bias, out, binary, stride[0], stride[1],
-                                                 padding[0], padding[1], dilation[0], dilation[1]),
-                  split_batch(x.shape[0], threads))
+                                                padding[0], padding[1], dilation[0], dilation[1]),
+                 split_batch(x.shape[0], threads))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ir.topology import conv_output_size
 from .lif_cpu import AVAILABLE
 from .sample_threads import over_samples, split_batch
 
@@ -59,7 +60,7 @@ def im2col(x8: torch.Tensor, kernel, stride, padding, dilation) -> torch.Tensor:
     if ph or pw:
         x8 = F.pad(x8, (0, 0, pw, pw, ph, ph))
     n, h, w, c = x8.shape
-    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = conv_output_size((h, w), kernel, stride, (0, 0), dilation)     # padded already
     s = x8.stride()
     windows = x8.as_strided((n, oh, ow, kh, kw, c), (s[0], sh * s[1], sw * s[2], dh * s[1], dw * s[2], s[3]))
     return windows.reshape(n * oh * ow, kh * kw * c)
@@ -82,9 +83,6 @@ class IntegerSums:
         s = tuple(self.acc.shape)
         return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
 
-    def dim(self) -> int:
-        return self.acc.dim()
-
     def to_float(self) -> torch.Tensor:
         """float32(acc) * scale + bias, (N, O, OH, OW) channels-last (or (N, O))."""
         acc = self.acc.reshape(-1, self.acc.shape[-1])
@@ -92,18 +90,17 @@ class IntegerSums:
         if AVAILABLE:
             acc_np, y_np = acc.numpy(), y.numpy()
             over_samples(lambda i, lo, hi: _rescale_rows(lo, hi, acc_np, self.scale, self.bias, y_np),
-                          split_batch(acc.shape[0], torch.get_num_threads()))
+                         split_batch(acc.shape[0], torch.get_num_threads()))
         else:
             y.copy_(acc).mul_(float(self.scale)).add_(torch.from_numpy(self.bias))
         return y.view(self.acc.shape).permute(0, 3, 1, 2) if self.acc.dim() == 4 else y
 
 
 def accumulate(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_scale: float,
-               bias: torch.Tensor | None, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
-               dilation=(1, 1)) -> IntegerSums:
+               bias: np.ndarray, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> IntegerSums:
     """x: (N, C, H, W) channels-last or (N, C): float32 whose values times ``input_scale``
     are integers in [-128, 127], or those integers already as int8 (a LIF loop that
-    feeds only integer projections writes them so). Returns the sums
+    feeds only integer projections writes them so); bias: (O,) float32. Returns the sums
     b + output_scale * (x * input_scale) @ k as :class:`IntegerSums`."""
     image = x.dim() == 4
     rows = x.permute(0, 2, 3, 1) if image else x
@@ -112,15 +109,5 @@ def accumulate(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, outp
     cols = im2col(rows.contiguous(), kernel, stride, padding, dilation) if image else rows.contiguous()
     acc = torch._int_mm(cols, weights8)
     if image:
-        n, _, h, w = x.shape
-        oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-        ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-        acc = acc.view(n, oh, ow, -1)
-    b = (bias if bias is not None else torch.zeros(acc.shape[-1])).to(torch.float32).contiguous().numpy()
-    return IntegerSums(acc, output_scale, b)
-
-
-def project(x: torch.Tensor, input_scale: float, weights8: torch.Tensor, output_scale: float,
-            bias: torch.Tensor | None, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-    """:func:`accumulate`, rescaled: (N, O, OH, OW) channels-last float32 (or (N, O))."""
-    return accumulate(x, input_scale, weights8, output_scale, bias, kernel, stride, padding, dilation).to_float()
+        acc = acc.view(x.shape[0], *conv_output_size(x.shape[2:], kernel, stride, padding, dilation), -1)
+    return IntegerSums(acc, output_scale, bias)

@@ -506,10 +506,10 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
         p = [np.float32(a.reshape(-1)[0]) for a in p]
         sum_scale, sum_bias = sums if sums is not None else (1.0, _NO_BIAS)
         over_samples(lambda i, lo, hi: _scan_uniform(lo, hi, channel_offset, width, k, np.float32(scale),
-                                                      current, channels_first, *p, out, counts, per_chunk[i],
-                                                      active_chunk[i], sums is not None, np.float32(sum_scale),
-                                                      sum_bias, np.int64(multiplier if out.dtype == np.int8 else 0)),
-                      chunks)
+                                                     current, channels_first, *p, out, counts, per_chunk[i],
+                                                     active_chunk[i], sums is not None, np.float32(sum_scale),
+                                                     sum_bias, np.int64(multiplier if out.dtype == np.int8 else 0)),
+                     chunks)
         if pool is not None:
             active += active_chunk.sum(0)
     else:
@@ -517,7 +517,7 @@ def lif_scan(current: np.ndarray, params: dict, out: np.ndarray, counts: np.ndar
             raise ValueError("a fused pooling, integer sums and int8 spikes need parameters shared by the population")
         p = [np.ascontiguousarray(np.broadcast_to(a if a.size > 1 else a.reshape(1, 1), out.shape[2:])) for a in p]
         over_samples(lambda i, lo, hi: _scan_per_neuron(lo, hi, channel_offset, current, *p, out, counts,
-                                                         per_chunk[i]), chunks)
+                                                        per_chunk[i]), chunks)
     per_position += per_chunk.sum(0)
 
 

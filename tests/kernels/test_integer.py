@@ -19,14 +19,16 @@ def test_accumulate_is_the_exact_projection():
     k = rng.integers(-127, 128, (5, 4, 3, 3))
     bias = torch.from_numpy((rng.integers(-50, 50, 5) * 2.0 ** -9).astype(np.float32))
     x_cl = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-    sums = integer.accumulate(x_cl, 4.0, integer.weight_matrix(k), 2.0 ** -8, bias, (3, 3), (2, 2), (1, 1), (1, 1))
+    sums = integer.accumulate(x_cl, 4.0, integer.weight_matrix(k), 2.0 ** -8, bias.numpy(),
+                              (3, 3), (2, 2), (1, 1), (1, 1))
     assert sums.shape == (3, 5, 3, 3) and sums.acc.dtype == torch.int32
     ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(k * 2.0 ** -6), bias.double(),
                                      stride=2, padding=1)
     assert torch.equal(sums.to_float(), ref.float())
     # int8 inputs (x * 4 already) give the same sums
     x8 = (x_cl * 4).to(torch.int8)
-    again = integer.accumulate(x8, 4.0, integer.weight_matrix(k), 2.0 ** -8, bias, (3, 3), (2, 2), (1, 1), (1, 1))
+    again = integer.accumulate(x8, 4.0, integer.weight_matrix(k), 2.0 ** -8, bias.numpy(),
+                               (3, 3), (2, 2), (1, 1), (1, 1))
     assert torch.equal(again.acc, sums.acc)
 
 
