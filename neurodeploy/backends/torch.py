@@ -29,6 +29,7 @@ value of the run was 0 or 1, otherwise MACs. Dense ops count every fan-out.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -123,7 +124,7 @@ class _Projection(_Op):
 
         # Slice-writing projections (a concatenation's branches) have zero output rows:
         # compute only the live rows and place them (same numbers, a fraction of the work).
-        self.rows = None
+        self.rows, self.row_slice = None, None
         if self.kind in ("Conv2d", "Conv1d", "Affine") and int(getattr(n, "groups", 1)) == 1:
             live = (self.w.reshape(self.w.shape[0], -1) != 0).any(1) | (self.b != 0)
             if int(live.sum()) < 0.75 * len(live):
@@ -264,8 +265,10 @@ class _Projection(_Op):
         y = self.output(x)
         return y.full() if isinstance(y, _Rows) else y
 
-    def fanout(self, in_shape) -> torch.Tensor:
-        """Synaptic targets with a nonzero weight for each input element (per-sample shape)."""
+    def fanout(self, in_shape) -> tuple[torch.Tensor, int]:
+        """Synaptic targets with a nonzero weight for each input element (per-sample shape),
+        flattened in float64 (counts are integers: exact below 2^53, where float32 loses
+        them past 2^24), and their total; kept per shape, as every batch's counters use them."""
         key = tuple(in_shape)
         if key not in self._fanout:
             x = torch.ones(1, *in_shape, device=self.device, requires_grad=True)
@@ -276,24 +279,15 @@ class _Projection(_Op):
                     k = pair(self.node.kernel_size)
                     y = y * float(np.prod(k))           # count additions, not the 1/k^2 scaling
                 y.sum().backward()
-            self._fanout[key] = x.grad[0].detach()
+            fan = x.grad[0].detach().double().reshape(-1)
+            self._fanout[key] = (fan, int(round(float(fan.sum()))))
         return self._fanout[key]
 
+    @functools.cached_property
     def nonzero_parameters(self) -> int:
         """Nonzero weights and biases (counted once: a pass over the weights per run showed
         in profiles of short runs)."""
-        if not hasattr(self, "_nonzero_parameters"):
-            self._nonzero_parameters = int(sum(int((t != 0).sum()) for t in (self.w, self.b) if t is not None))
-        return self._nonzero_parameters
-
-    def fanout_sums(self, in_shape) -> tuple[torch.Tensor, int]:
-        """The fan-out flattened in float64 (counts are integers: exact below 2^53, where
-        float32 loses them past 2^24) and its total, kept: every batch's counters use them."""
-        key = ("float64",) + tuple(in_shape)
-        if key not in self._fanout:
-            fan = self.fanout(in_shape).double().reshape(-1)
-            self._fanout[key] = (fan, int(round(float(fan.sum()))))
-        return self._fanout[key]
+        return int(sum(int((t != 0).sum()) for t in (self.w, self.b) if t is not None))
 
 
 def _fusable_pools(nodes: dict, edges: list) -> dict:
@@ -367,9 +361,11 @@ class _Population(_Op):
                                t(c.syn_decay), t(c.w_in))
         self.spiking = self.p.threshold is not None
         self._flat_params = {}
-        # after the compiled loop has run once: whether the population shares its parameters;
-        # int8_multiplier: write int8 spikes times this for int8 readers (TorchProgram._link_integers)
-        self.shares_params, self.int8_multiplier = None, None
+        # one value of each parameter for the whole population (the compiled loop's fast case,
+        # the only one that reads integer sums or writes int8 spikes: TorchProgram._link_integers)
+        self.shares_params = self.spiking and all(
+            _is_uniform(getattr(self.p, k)) for k in ("decay", "gain", "leak", "threshold", "v_reset"))
+        self.int8_multiplier = None     # write int8 spikes times this, for int8 readers
         for t in (self.p.decay, self.p.gain, self.p.threshold):
             if t is not None and torch.isnan(t).any():
                 raise NeurodeployError(f"node {name} ({self.kind}) has NaN parameters; re-export the graph")
@@ -449,8 +445,7 @@ class _Population(_Op):
         k, scale = pool if pool is not None else (1, 1.0)
         out_shape = (shape[0], shape[1] // k, shape[2] // k) if pool is not None else shape
         params = self._memory_order_params(shape, channels_last)
-        self.shares_params = all(a.size == 1 for a in params.values())
-        int8 = self.int8_multiplier is not None and self.shares_params
+        int8 = self.int8_multiplier is not None
         out = torch.empty((T * b,) + out_shape, dtype=torch.int8 if int8 else torch.float32,
                           memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         out_rows = rows // (k * k)
@@ -683,8 +678,13 @@ class TorchProgram:
                                    f"it has {len(self.inputs)} and {len(self.outputs)}")
         self.order, self.back_edges = toposort(self.nodes, self.edges)
         self.preds = {n: [s for s, d in self.edges if d == n] for n in self.nodes}
+        self.readers = {n: [d for s, d in self.edges if s == n] for n in self.nodes}
         self.ops = {name: self._compile_node(name, node) for name, node in self.nodes.items()}
-        self.spike_fed = {name: self._fed_by_spikes(name) for name in self.nodes}
+        # inputs that are spikes (0/1) by construction: one spiking population, or a Flatten
+        # or 1x1 pooling of one. Two or more incoming edges sum their values (2 where two
+        # spikes meet, as in a spike-element-wise residual): such an input is counted from
+        # its values, as NeuroBench does (nonzero inputs, MACs unless every value is 0 or 1).
+        self.spike_fed = {name: self._input_grid(name) == SPIKES for name in self.nodes}
         # population -> (pooling node, window, scale) that its compiled loop may run itself
         self.fused_pools = _fusable_pools(self.nodes, self.edges) if self.device.type == "cpu" else {}
         if self.device.type == "cpu":
@@ -701,19 +701,6 @@ class TorchProgram:
         # see _choose_kernels and _link_integers
         self._loop_output, self._choosing = {}, ("first" if self.device.type == "cpu" else None)
 
-    def _fed_by_spikes(self, name, seen=()) -> bool:
-        """This node's input is spikes (0/1) by construction: one spiking population, or a
-        Flatten of one. Two or more incoming edges sum their values (2 where two spikes
-        meet, as in a spike-element-wise residual): that input is counted from its values,
-        as NeuroBench does (nonzero inputs, MACs unless every value is 0 or 1)."""
-        preds = self.preds[name]
-        if len(preds) != 1 or name in seen:
-            return False
-        node = self.nodes[preds[0]]
-        if isinstance(node, nir.Flatten):
-            return self._fed_by_spikes(preds[0], seen + (name,))
-        return isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold))
-
     def _input_grid(self, name, seen=()) -> tuple[int, float, bool] | None:
         """What this node's input values are known to be, by construction: (fraction
         bits f, largest value, binary) for spikes (0, 1, True), sums of n spike
@@ -724,16 +711,16 @@ class TorchProgram:
             return None
         if len(preds) > 1:
             known = [self._input_grid_of(src, seen + (name,)) for src in preds]
-            return (0, float(len(preds)), False) if all(k == (0, 1.0, True) for k in known) else None
+            return (0, float(len(preds)), False) if all(k == SPIKES for k in known) else None
         return self._input_grid_of(preds[0], seen + (name,))
 
     def _input_grid_of(self, src, seen):
         node = self.nodes[src]
         if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)):
-            return (0, 1.0, True)
+            return SPIKES
         if isinstance(node, nir.Flatten):
             return self._input_grid(src, seen)
-        if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)) and self._input_grid(src, seen) == (0, 1.0, True):
+        if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)) and self._input_grid(src, seen) == SPIKES:
             window = int(np.prod(pair(node.kernel_size)))
             if window & (window - 1):
                 return None
@@ -779,12 +766,11 @@ class TorchProgram:
                 op.keeps_sums = False
             elif isinstance(op, _Population):
                 op.int8_multiplier = None
-        readers = {n: [d for s, d in self.edges if s == n] for n in self.nodes}
         int8 = lambda q: (isinstance(self.ops[q], _Projection) and self.ops[q].kernel == "int8"
-                          and self.ops[q].input_scale is not None and len(self.preds[q]) == 1)
+                          and len(self.preds[q]) == 1)
         for name, value in self._loop_output.items():
             op = self.ops[name]
-            qs = readers[value]
+            qs = self.readers[value]
             if not op.shares_params or not qs or not all(int8(q) for q in qs):
                 continue
             scales = {self.ops[q].input_scale for q in qs}
@@ -796,11 +782,11 @@ class TorchProgram:
             if m == int(m) and 1 <= m * k * k <= 127:
                 op.int8_multiplier = int(m)
         for name, op in self.ops.items():
-            if not isinstance(op, _Projection) or op.kernel != "int8" or len(readers[name]) != 1:
+            if not isinstance(op, _Projection) or op.kernel != "int8" or len(self.readers[name]) != 1:
                 continue
-            pop = readers[name][0]
+            pop = self.readers[name][0]
             if pop in self._loop_output and self.ops[pop].shares_params and (
-                    self.preds[pop] == [name] or (op.row_slice if op.rows is not None else None) is not None):
+                    self.preds[pop] == [name] or op.row_slice is not None):
                 op.keeps_sums = True
 
     @property
@@ -894,20 +880,19 @@ class TorchProgram:
         c = counters.projections.get(op.name)
         if c is None:
             c = counters.projections[op.name] = ProjectionCounts(kind=op.kind, binary_input=True,
-                                                                 parameters=op.nonzero_parameters())
+                                                                 parameters=op.nonzero_parameters)
         in_shape = tuple(x.shape) if in_shape is None else tuple(in_shape)
-        fan = op.fanout(in_shape[1:])
+        fan, fan_total = op.fanout(in_shape[1:])
         repeat = T if static else 1          # a static input is presented at every timestep
         spike_fed = self.spike_fed[op.name]
         # per input position, how many samples/steps had a nonzero value there (spikes: their sum)
         if activity is not None:
-            active, binary = activity.nonzero.reshape(fan.shape), activity.binary
+            active, binary = activity.nonzero, activity.binary
         else:
-            active = _sum_over_batch(x if spike_fed else (x != 0).to(fan.dtype))
+            active = _sum_over_batch(x if spike_fed else (x != 0).float())
             binary = spike_fed or not c.binary_input or _all_binary(x)
         c.binary_input = c.binary_input and binary
-        fan64, fan_total = op.fanout_sums(in_shape[1:])
-        c.effective_ops += int(round(float(torch.dot(active.reshape(-1).double(), fan64)))) * repeat
+        c.effective_ops += int(round(float(torch.dot(active.reshape(-1).double(), fan)))) * repeat
         c.dense_ops += fan_total * in_shape[0] * repeat
 
     def _count_population(self, op: _Population, shape, T, b, counters, loop_counts=None, x=None,
@@ -1081,6 +1066,9 @@ class TorchProgram:
 
 # the projection kernels (see _Projection.use_exact_kernels)
 KERNELS = ("auto", "dense", "int8", "events")
+
+# TorchProgram._input_grid of spikes: no fraction bits, largest value 1, binary
+SPIKES = (0, 1.0, True)
 
 # node types this backend runs
 RUNS = POPULATIONS + PROJECTIONS + (nir.Input, nir.Output, nir.Flatten, nir.Threshold, nir.Delay, nir.NIRGraph)
