@@ -21,7 +21,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 from rich.table import Table
 
-from .errors import NeurodeployError
+from .errors import NeurodeployError, first_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deploy spiking CNNs through NIR to Lava/Loihi and a PyTorch reference backend, "
@@ -61,10 +61,10 @@ LAVA_BATCH = 128   # samples per Lava network in validate: its start-up (~5 s) s
 
 
 def progress_bar() -> Progress:
-    from .training.distributed import is_main     # a torchrun job shows rank 0's bar (of the whole batch)
+    # a torchrun job shows rank 0's bar (of the whole batch)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("eta"), TimeRemainingColumn(), _StatusColumn(), console=err, transient=False,
-                    disable=not is_main())
+                    disable=not _main_process())
 
 
 def emit(obj: dict, as_json: bool, render=None):
@@ -512,8 +512,7 @@ def run(file: Path = typer.Argument(..., help="A .nir file."),
     from .measure.compare import predictions
     from .measure.metrics import accuracy, macro_f1
     graph, inputs = _load(file, dataset, input_file, labels, samples, data_dir)
-    extra = {"kernels": kernels} if target == "torch" else {}
-    program = backends.compile(target, graph, source=file, device=device, dt=dt, **extra)
+    program = backends.compile(target, graph, source=file, device=device, dt=dt, kernels=kernels)   # (torch's)
     with progress_bar() as p:
         result = program.run(inputs.x, timesteps, batch_size, progress=p)
     result.counters.graph_sha256 = file_sha256(file)
@@ -862,7 +861,7 @@ def _entry():
             err.print(f"[red]error[/]: no space left on device{f' (writing {where})' if where else ''}",
                       highlight=False)
             sys.exit(2)
-        err.print(f"[red]error[/]: {type(e).__name__}: {_first_line(e)} (run with --debug for the traceback)",
+        err.print(f"[red]error[/]: {type(e).__name__}: {first_line(e)} (run with --debug for the traceback)",
                   highlight=False)
         sys.exit(1)
     if STATE.get("signal"):      # click returns Exit(130) for any KeyboardInterrupt: say which signal it was
@@ -871,11 +870,6 @@ def _entry():
     if rc == 130:                # Ctrl-C, after the same clean-up
         err.print("interrupted")
     sys.exit(rc if isinstance(rc, int) else 0)
-
-
-def _first_line(e) -> str:
-    lines = [l for l in str(e).strip().splitlines() if l.strip()]
-    return lines[0].strip() if lines else ""
 
 
 def _handle_termination():

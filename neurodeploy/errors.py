@@ -6,6 +6,13 @@ class NeurodeployError(Exception):
     """A problem with the user's input or environment, phrased as what is wrong and what to do."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message ("" if it has none): what a
+    one-line error shows of an exception from elsewhere."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread by the command's signal handler.
 

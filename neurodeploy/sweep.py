@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import NeurodeployError
+from .errors import NeurodeployError, first_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -319,8 +319,7 @@ def _price(params, target, graph, gpath, inputs, results, validation) -> dict:
 
 
 def one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    text = lines[0] if lines else ""
+    text = first_line(e)
     return text if isinstance(e, NeurodeployError) else f"{type(e).__name__}: {text}".rstrip(": ")
 
 

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import NeurodeployError
+from ..errors import NeurodeployError, first_line
 
 TIMEOUT_VARIABLE = "NEURODEPLOY_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600
@@ -144,7 +144,7 @@ def join(device: torch.device) -> World | None:
                                 device_id=device if backend == "nccl" else None)
     except (ValueError, RuntimeError) as e:   # missing MASTER_ADDR, unreachable rendezvous, ...
         raise NeurodeployError(f"rank {rank} of {size} could not join the process group ({backend}): "
-                               f"{_first_line(e)}") from None
+                               f"{first_line(e) or type(e).__name__}") from None
     _WORLD = World(rank, size, local, backend, device)
     atexit.register(leave)
     return _WORLD
@@ -170,7 +170,7 @@ def failing_together():
         leave()
         if world is not None and _collective_failed(e):
             raise NeurodeployError(f"rank {world.rank}: a collective with the other ranks failed "
-                                   f"({_first_line(e)}); when another rank failed or was stopped, its own "
+                                   f"({first_line(e) or type(e).__name__}); when another rank failed or was stopped, its own "
                                    "message says why") from e
         raise
 
@@ -326,11 +326,6 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
             if new is not child:
                 setattr(module, name, new)
         return module
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 __all__ = ["World", "launched", "is_main", "current", "join", "leave", "failing_together", "from_main", "barrier",
