@@ -32,6 +32,7 @@ parameters are rounded the same way before the snap (which keeps them on it).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -179,6 +180,9 @@ class FusedPopulation(nn.Module):
       side, are the population's current; their BatchNorm then runs inside the LIF
       loop (:func:`neurodeploy.kernels.dynamics.lif_scan_normalised`), and the normalised
       current is never written out (the same values to float32 rounding);
+    * ``splits``: where the sources read consecutive channel groups of the input of
+      these sizes rather than all of it (MixNet's MixConv:
+      ``cat([s(xi) for s, xi in zip(sources, x.split(splits, 1))])``);
     * ``pool``: the k x k average pooling (stride k) that is the population's only
       reader; the loop pools the spikes itself (:func:`neurodeploy.kernels.dynamics.lif_scan_pooled`,
       the same values).
@@ -187,9 +191,15 @@ class FusedPopulation(nn.Module):
     loops do not apply (GPU, Loihi-aware ConvBNs, synchronised BatchNorm, no numba) it runs the modules as they are.
     """
 
-    def __init__(self, lif: LIF, pool: nn.AvgPool2d | None = None, sources: tuple = ()):
+    def __init__(self, lif: LIF, pool: nn.AvgPool2d | None = None, sources: tuple = (),
+                 splits: tuple | None = None):
         super().__init__()
         self.lif, self.pool, self.sources = lif, pool, nn.ModuleList(sources)
+        self.splits = splits
+
+    def source_inputs(self, x) -> list:
+        """What each source reads: all of ``x``, or its channel group."""
+        return list(x.split(list(self.splits), 1)) if self.splits else [x] * len(self.sources)
 
     def _normalise_here(self, x) -> bool:
         # the loop takes the statistics of this process's batch: a BatchNorm synchronised
@@ -201,13 +211,14 @@ class FusedPopulation(nn.Module):
     def forward(self, x):
         lif, k = self.lif, _window(self.pool) if self.pool is not None else 1
         if self._normalise_here(x):
-            parts = [lif.current(_as_trained(s.conv(x))) for s in self.sources]   # a concatenation, never built
+            parts = [lif.current(_as_trained(s.conv(xi)))                          # a concatenation, never built
+                     for s, xi in zip(self.sources, self.source_inputs(x))]
             lif.population_shape = (sum(p.shape[2] for p in parts),) + tuple(parts[0].shape[3:])
             y = dynamics.lif_scan_normalised(parts, [s.bn for s in self.sources], lif.coefficients(x.device),
                                              lif.surrogate_slope, k, lif.timesteps)
             return y.reshape(-1, *y.shape[2:])
         if self.sources:
-            x = [s(x) for s in self.sources]
+            x = [s(xi) for s, xi in zip(self.sources, self.source_inputs(x))]
             x = torch.cat(x, 1) if len(x) > 1 else x[0]
         if self.pool is None:
             return lif(x)
@@ -231,24 +242,42 @@ class LeafTracer(torch.fx.Tracer):
 
 
 def _sources(node: torch.fx.Node, modules: dict):
-    """The ConvBN nodes (with BatchNorm) that alone make this node's value, side by side,
-    all from one input: (input node, [ConvBN nodes], cat node or None); else None."""
+    """The ConvBN nodes (with BatchNorm) that alone make this node's value, side by side:
+    (input node, [ConvBN nodes], cat node or None, split) where they all read one input
+    (split None), or each its channel group of one ``torch.split(input, sizes, 1)`` in
+    order (split: (split node, its getitem nodes, sizes)); else None."""
     def convbn(n):
         return (isinstance(n, torch.fx.Node) and n.op == "call_module" and isinstance(modules[n.target], ConvBN)
                 and modules[n.target].bn is not None and len(n.users) == 1)
     if convbn(node):
-        return node.args[0], [node], None
-    if (node.op == "call_function" and node.target is torch.cat and len(node.users) == 1
-            and (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) == 1):
-        parts = list(node.args[0])
-        if parts and all(convbn(n) for n in parts) and len({n.args[0] for n in parts}) == 1:
-            return parts[0].args[0], parts, node
+        return node.args[0], [node], None, None
+    if not (node.op == "call_function" and node.target is torch.cat and len(node.users) == 1
+            and _argument(node, 1, "dim", 0) == 1):
+        return None
+    parts = list(node.args[0])
+    if not parts or not all(convbn(n) for n in parts):
+        return None
+    inputs = [n.args[0] for n in parts]
+    if len(set(inputs)) == 1:
+        return inputs[0], parts, node, None
+    split = inputs[0].args[0] if isinstance(inputs[0], torch.fx.Node) and inputs[0].op == "call_function" else None
+    if (isinstance(split, torch.fx.Node) and split.op == "call_function" and split.target is torch.split
+            and _argument(split, 2, "dim", 0) == 1 and len(split.users) == len(parts)
+            and all(i.op == "call_function" and i.target is operator.getitem and i.args == (split, k)
+                    and len(i.users) == 1 for k, i in enumerate(inputs))):
+        sizes = _argument(split, 1, "split_size_or_sections", None)
+        if isinstance(sizes, (list, tuple)) and len(sizes) == len(parts):
+            return split.args[0], parts, node, (split, inputs, tuple(sizes))
     return None
+
+
+def _argument(node: torch.fx.Node, index: int, name: str, default):
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
 def fuse_populations(features: nn.Module) -> nn.Module:
     """The graph of ``features`` with every LIF that has a BatchNorm'd current (one
-    ConvBN, or a concatenation of ConvBNs of one input) or whose only reader is a
+    ConvBN, or a concatenation of ConvBNs of one input or of its split's channel groups) or whose only reader is a
     fusable average pooling (see :func:`_window`) replaced, with those modules, by a
     :class:`FusedPopulation` (a torch.fx pass). ``features`` itself is left as it is
     (its modules are shared); with nothing to fuse, or when it cannot be traced (other
@@ -270,15 +299,16 @@ def fuse_populations(features: nn.Module) -> nn.Module:
                 and _window(modules[reader.target]) is not None else None)
         if found is None and pool is None:
             continue
-        x, parts, cat = found if found is not None else (node.args[0], [], None)
+        x, parts, cat, split = found if found is not None else (node.args[0], [], None, None)
+        split_node, groups, sizes = split if split is not None else (None, [], None)
         name = f"population_{fused}"
         gm.add_submodule(name, FusedPopulation(modules[node.target], modules[pool.target] if pool else None,
-                                               tuple(modules[n.target] for n in parts)))
+                                               tuple(modules[n.target] for n in parts), sizes))
         last = pool or node
         with gm.graph.inserting_before(last):
             replacement = gm.graph.call_module(name, (x,))
         last.replace_all_uses_with(replacement)
-        for dead in [pool, node, cat, *parts]:
+        for dead in [pool, node, cat, *parts, *groups, split_node]:
             if dead is not None:
                 gm.graph.erase_node(dead)
         fused += 1

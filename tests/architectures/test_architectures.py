@@ -202,7 +202,7 @@ def test_count_macs_spiking_twin_equals_cnn_twin():
     assert count_macs(m, (1, 6, 6)) == 2 * 6 * 6 * 9
 
 
-@pytest.mark.parametrize("name, populations", [("pruned_squeezenet", 10), ("xception", 24)])
+@pytest.mark.parametrize("name, populations", [("pruned_squeezenet", 10), ("xception", 24), ("mixnet", 20)])
 def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, name, populations):
     """Training a spiking twin on CPU runs each LIF with the BatchNorm'd ConvBN(s) before it
     and the 2x2 / 4x4 average pooling after it as one FusedPopulation (a torch.fx pass
@@ -211,8 +211,9 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
     a float32 rounding of the threshold can flip; each population is compared with its
     own modules on the same input (an untrained deep network's gradient can turn on a
     single flip, so the loss is not). Per population the statistics and gradients are
-    tested in tests/test_dynamics.py. No state_dict entries; rebuilt when a module is
-    swapped."""
+    tested in tests/test_dynamics.py. MixNet's MixConvs (ConvBNs on the channel groups
+    of a split, concatenated) are fused too. No state_dict entries; rebuilt when a module
+    is swapped."""
     import torch.nn.functional as F
     from neurodeploy.architectures import layers
     torch.manual_seed(0)
@@ -243,7 +244,7 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
     def against_modules(population, inputs, out):
         x = inputs[0]
         if population.sources:
-            parts = [s(x) for s in population.sources]
+            parts = [s(xi) for s, xi in zip(population.sources, population.source_inputs(x))]
             x = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
         ref = population.lif(x)
         ref = population.pool(ref) if population.pool is not None else ref
@@ -262,6 +263,7 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
     assert set(model.state_dict()) == keys
     first = model.__dict__["_training_features"][1]
     model.features[1] = type(model.features[1])(0.5)           # a module swapped: the fusion is rebuilt
+    model._set_time(x.shape[0])
     model.body(x)
     assert model.__dict__["_training_features"][1] is not first
 
