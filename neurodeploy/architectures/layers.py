@@ -275,13 +275,36 @@ def _argument(node: torch.fx.Node, index: int, name: str, default):
     return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
+def _interleave_shuffles(gm: torch.fx.GraphModule) -> int:
+    """Replace each ``channel_shuffle(torch.cat(parts, 1), g)`` of g parts, the concatenation
+    read by nothing else, by one :func:`interleave_channels` call (the same
+    values, one copy instead of two). Returns how many."""
+    replaced = 0
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_function" and node.target is channel_shuffle):
+            continue
+        cat, groups = node.args[0], _argument(node, 1, "groups", None)
+        if not (isinstance(cat, torch.fx.Node) and cat.op == "call_function" and cat.target is torch.cat
+                and len(cat.users) == 1 and _argument(cat, 1, "dim", 0) == 1 and len(cat.args[0]) == groups):
+            continue
+        with gm.graph.inserting_before(node):
+            merged = gm.graph.call_function(interleave_channels, (list(cat.args[0]),))
+        node.replace_all_uses_with(merged)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(cat)
+        replaced += 1
+    return replaced
+
+
 def fuse_populations(features: nn.Module) -> nn.Module:
     """The graph of ``features`` with every LIF that has a BatchNorm'd current (one
-    ConvBN, or a concatenation of ConvBNs of one input or of its split's channel groups) or whose only reader is a
-    fusable average pooling (see :func:`_window`) replaced, with those modules, by a
-    :class:`FusedPopulation` (a torch.fx pass). ``features`` itself is left as it is
-    (its modules are shared); with nothing to fuse, or when it cannot be traced (other
-    neuron modules swapped in), it is returned unchanged."""
+    ConvBN, or a concatenation of ConvBNs of one input or of its split's channel groups)
+    or whose only reader is a fusable average pooling (see :func:`_window`) replaced,
+    with those modules, by a :class:`FusedPopulation`, and every shuffle of a
+    concatenation made one copy (:func:`_interleave_shuffles`): torch.fx passes.
+    ``features`` itself is left as it is (its modules are shared); with nothing to
+    fuse, or when it cannot be traced (other neuron modules swapped in), it is
+    returned unchanged."""
     if not any(isinstance(m, LIF) for m in features.modules()):
         return features
     try:
@@ -289,7 +312,7 @@ def fuse_populations(features: nn.Module) -> nn.Module:
     except torch.fx.proxy.TraceError:
         return features
     modules = dict(gm.named_modules())
-    fused = 0
+    shuffles, fused = _interleave_shuffles(gm), 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], LIF):
             continue
@@ -312,7 +335,7 @@ def fuse_populations(features: nn.Module) -> nn.Module:
             if dead is not None:
                 gm.graph.erase_node(dead)
         fused += 1
-    if not fused:
+    if not fused and not shuffles:
         return features
     gm.graph.lint()
     gm.recompile()
@@ -441,6 +464,22 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
         rows = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups).transpose(3, 4)
         return rows.reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def interleave_channels(parts: list) -> torch.Tensor:
+    """``channel_shuffle(torch.cat(parts, 1), len(parts))``, for parts of one shape as one
+    copy: channel i*g + j of the result is channel i of parts[j]. Training runs ShuffleNetV2's
+    concatenate-and-shuffle as this (:func:`fuse_populations`); the concatenation and the
+    shuffle were two copies forward and two backward (7.3 ms against 3.3 ms for a unit's
+    (128, 116, 16, 16) channels-last output and its gradient on this CPU)."""
+    n, m, h, w = parts[0].shape
+    if any(p.shape != parts[0].shape for p in parts):
+        return channel_shuffle(torch.cat(parts, 1), len(parts))
+    # channels innermost (channels-last, or a channel group of it), as torch.cat would keep them
+    if all(p.stride(1) == 1 and p.stride(3) >= m for p in parts):
+        rows = torch.stack([p.permute(0, 2, 3, 1) for p in parts], 4)     # (n, h, w, m, g): channels-last
+        return rows.reshape(n, h, w, m * len(parts)).permute(0, 3, 1, 2)
+    return torch.stack(parts, 2).reshape(n, m * len(parts), h, w)
 
 
 @dataclass(frozen=True)

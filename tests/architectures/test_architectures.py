@@ -268,6 +268,45 @@ def test_training_fuses_pooling_exactly_and_batchnorm_to_rounding(monkeypatch, n
     assert model.__dict__["_training_features"][1] is not first
 
 
+def test_training_runs_shufflenets_concatenate_and_shuffle_as_one_exact_copy(monkeypatch):
+    """Training runs each ShuffleNetV2 unit's channel_shuffle(cat(...)) as one interleaving
+    copy (layers._interleave_shuffles): the same loss and gradients bit for bit as the two
+    steps, and channels-last kept."""
+    import torch.nn.functional as F
+    from neurodeploy.architectures import layers
+    torch.manual_seed(0)
+    model = build("shufflenetv2", "snn", in_channels=3)
+    model.train()
+    fused = layers.fuse_populations(model.features)
+    calls = [n.target for n in fused.graph.nodes if n.op == "call_function"]
+    assert calls.count(layers.interleave_channels) == 8 and layers.channel_shuffle not in calls
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+
+    def run():
+        model.__dict__.pop("_training_features", None)
+        model.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    loss, grads = run()
+    with monkeypatch.context() as m:
+        m.setattr(layers, "_interleave_shuffles", lambda gm: 0)
+        loss_two_steps, grads_two_steps = run()
+    assert loss == loss_two_steps and torch.equal(grads, grads_two_steps) and grads.abs().sum() > 0
+    for shape in [(2, 6, 3, 5), (2, 6, 1, 1)]:
+        parts = [torch.randn(shape), torch.randn(shape), torch.randn(shape)]
+        expected = layers.channel_shuffle(torch.cat(parts, 1), 3)
+        assert torch.equal(layers.interleave_channels(parts), expected)
+        rows = [p.contiguous(memory_format=torch.channels_last) for p in parts]
+        assert torch.equal(layers.interleave_channels(rows), expected)
+    halves = list(torch.randn(2, 8, 3, 5).contiguous(memory_format=torch.channels_last).chunk(2, 1))
+    out = layers.interleave_channels(halves)     # channel groups of a channels-last tensor, as a unit passes them
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, layers.channel_shuffle(torch.cat(halves, 1), 2))
+    uneven = [torch.randn(2, 4, 3, 5), torch.randn(2, 2, 3, 5)]
+    assert torch.equal(layers.interleave_channels(uneven), layers.channel_shuffle(torch.cat(uneven, 1), 2))
+
+
 def test_channel_shuffle_keeps_a_channels_last_layout():
     """Training feeds the layers channels-last; the shuffle gives the same values and
     gradient either way, and keeps channels-last (an NCHW copy would make the next
