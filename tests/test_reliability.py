@@ -718,6 +718,51 @@ def test_signal_during_a_lava_run_stops_lava_and_exits_128_plus_it(lava_run, tmp
     assert took < 5.0, took
 
 
+LIBRARY_RUN = """
+import sys
+import nir
+import numpy as np
+from neurodeploy import backends
+x = np.random.default_rng(0).random((20, 4)).astype(np.float32)
+if sys.argv[2] == "netx":                       # lava-dl's netx loader, in its own worker
+    from neurodeploy.backends.lava import netx
+    netx.write_netx(nir.read(sys.argv[1]), sys.argv[3])
+    netx.run_netx(sys.argv[3], x, 2000)
+else:
+    graph = nir.read(sys.argv[1]) if sys.argv[2] == "graph" else sys.argv[1]
+    prog = backends.compile("lava", graph)     # a graph object: the program writes it to a folder of its own
+    prog.run(x, timesteps=2000)
+"""
+
+
+@pytest.mark.lava
+@needs_lava
+@pytest.mark.parametrize("given", ["path", "graph", "netx"])
+def test_a_library_program_killed_mid_run_leaves_no_lava_process_or_folder(good, tmp_path, given):
+    """A program using the library cannot clean up when a signal ends it (SIGKILL here;
+    SIGTERM where it installs no handler). Its Lava worker (or netx worker) notices within
+    a second that its parent is gone, stops Lava's processes, and removes the run's folder
+    and the folder the program wrote its graph to."""
+    tmpdir = Path(tempfile.mkdtemp(prefix="ndt-", dir="/tmp"))
+    module = "lava.netx" if given == "netx" else "lava.worker"
+    try:
+        proc = _command([good / "tiny.nir", given, tmp_path / "tiny.netx.h5"], tmpdir, script=LIBRARY_RUN)
+
+        def worker():
+            ws = [c for c in _children(proc.pid) if module in _cmdline(c)]
+            return ws[0] if ws and len(_children(ws[0])) >= 3 else None
+        w = _until(lambda: worker() or (proc.poll() is not None and -1), 120)
+        assert w and w != -1, proc.communicate()[1][-2000:]
+        time.sleep(0.5)
+        assert any(p.startswith("neurodeploy-") for p in os.listdir(tmpdir))
+        proc.kill()
+        proc.communicate()
+        assert _until(lambda: not _live_in_group(w), 10), _live_in_group(w)
+        assert _until(lambda: os.listdir(tmpdir) == [], 10), os.listdir(tmpdir)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 @pytest.mark.lava
 @needs_lava
 def test_empty_input_on_lava_is_refused_not_hung(good):

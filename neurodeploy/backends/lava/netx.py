@@ -492,6 +492,8 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m neurodeploy.backends.lava.netx REQUEST.json", file=sys.stderr)
         sys.exit(2)
+    from .worker import _die_with_parent
+    _die_with_parent(Path(sys.argv[1]))
     try:
         code = _runtime_main(sys.argv[1])
     except Exception as e:

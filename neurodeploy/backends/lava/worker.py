@@ -144,28 +144,62 @@ def _watch_children(interval: float = 0.5):
     return done
 
 
-def _die_with_parent() -> None:
-    """If the process that started us goes away (killed, crashed), take our whole
-    process group (Lava's model processes included) down with us."""
+def _die_with_parent(request: Path) -> None:
+    """If the process that started us goes away (killed, crashed, or a program using the
+    library ended by a signal it does not handle), take our whole process group (Lava's
+    model processes included) down with us, and remove what that process would have
+    removed: the run's folder (the request's) and a graph folder made for its program
+    (``neurodeploy-lava-graph-*``)."""
+    import shutil
     import signal
     import threading
 
     parent = os.getppid()
+    graph = Path(json.loads(request.read_text()).get("graph", "")) if request.is_file() else None
+    folders = [request.parent] + ([graph.parent] if graph is not None
+                                  and graph.parent.name.startswith("neurodeploy-lava-graph-") else [])
 
     def watch():
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
                 try:
-                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                    if os.getpgrp() == os.getpid():      # our own group, as the main side starts us
+                        _stop_group_but_us()
+                        for folder in folders:           # nothing writes into them any more
+                            shutil.rmtree(folder, ignore_errors=True)
+                        os.killpg(os.getpgrp(), signal.SIGKILL)
                 finally:
                     os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _stop_group_but_us(grace: float = 2.0) -> None:
+    """SIGKILL every other process of our group and wait (bounded) until none runs."""
+    import signal
+    from .procfs import stats
+    me, group = os.getpid(), os.getpgrp()
+
+    def others():
+        return [pid for pid, stat in stats()
+                if pid != me and int(stat[2]) == group and stat[0] not in (b"Z", b"X")]
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        alive = others()
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)
+
+
 if __name__ == "__main__":
-    _die_with_parent()
+    if len(sys.argv) == 2:
+        _die_with_parent(Path(sys.argv[1]))
     if len(sys.argv) != 2:
         print("usage: python -m neurodeploy.backends.lava.worker REQUEST.json", file=sys.stderr)
         sys.exit(2)
