@@ -445,6 +445,41 @@ def run_plan(plan: Plan, x: np.ndarray, timesteps: int, precision: str = "fixed"
     }
 
 
+class _BlockValues:
+    """The value at each node for a block of samples, as (samples, T or 1, *shape) float64,
+    rebuilt from the input and the recorded spike trains as the reference backend computes
+    it (memoised per node)."""
+
+    def __init__(self, plan: Plan, ops: dict, x: np.ndarray, trains: dict, block: slice):
+        self.plan, self.ops, self.x, self.trains, self.block = plan, ops, x, trains, block
+        self.memo = {}
+
+    def at(self, node: str) -> np.ndarray:
+        if node not in self.memo:
+            if self.plan.types.get(node) == "Input":
+                v = self.x[self.block].astype(np.float64)
+            elif node in self.plan.pops:
+                v = self.trains[node][self.block].astype(np.float64)
+            else:
+                v = self.input_of(node)
+                op = self.ops.get(node)
+                if op is None:   # a Flatten not on any path (cannot happen in a valid plan)
+                    raise PlanError(f"cannot evaluate node '{node}' for counting")
+                frames = v.reshape((-1,) + tuple(op.in_shape))
+                v = apply_op(op, frames).reshape(v.shape[:2] + tuple(op.out_shape))
+            self.memo[node] = v
+        return self.memo[node]
+
+    def input_of(self, node: str) -> np.ndarray:
+        """The sum of everything feeding ``node``; a static (T = 1) part broadcasts over time."""
+        vals = [self.at(p) for p in self.plan.preds[node]]
+        steps = max(v.shape[1] for v in vals)
+        total = 0
+        for v in vals:
+            total = total + v
+        return np.broadcast_to(total, (self.block.stop - self.block.start, steps) + total.shape[2:])
+
+
 def counters(plan: Plan, r: dict) -> dict:
     """RunCounters.to_dict()-shaped counters, with the reference backend's definitions.
 
@@ -478,36 +513,9 @@ def counters(plan: Plan, r: dict) -> dict:
     graded_ops = {k: 0 for k in graded}
     graded_binary = {k: True for k in graded}
     for a in range(0, n, COUNT_BLOCK):
-        block = slice(a, min(a + COUNT_BLOCK, n))
-        memo = {}
-
-        def value(node: str) -> np.ndarray:
-            if node in memo:
-                return memo[node]
-            if plan.types.get(node) == "Input":
-                v = x[block].astype(np.float64)
-            elif node in plan.pops:
-                v = r["trains"][node][block].astype(np.float64)
-            else:
-                v = node_input(node)
-                op = ops.get(node)
-                if op is None:   # a Flatten not on any path (cannot happen in a valid plan)
-                    raise PlanError(f"cannot evaluate node '{node}' for counting")
-                frames = v.reshape((-1,) + tuple(op.in_shape))
-                v = apply_op(op, frames).reshape(v.shape[:2] + tuple(op.out_shape))
-            memo[node] = v
-            return v
-
-        def node_input(node: str) -> np.ndarray:
-            vals = [value(p) for p in plan.preds[node]]
-            steps = max(v.shape[1] for v in vals)
-            total = 0
-            for v in vals:
-                total = total + v   # (N, 1, ...) broadcasts over (N, T, ...)
-            return np.broadcast_to(total, (block.stop - block.start, steps) + total.shape[2:])
-
+        values = _BlockValues(plan, ops, x, r["trains"], slice(a, min(a + COUNT_BLOCK, n)))
         for name in graded:
-            v, fan = node_input(name), fans[name]
+            v, fan = values.input_of(name), fans[name]
             nz = (v != 0).reshape(v.shape[:2] + fan.shape)
             graded_ops[name] += int(round(float((nz * fan).sum()))) * (t if v.shape[1] == 1 else 1)
             graded_binary[name] &= bool(np.all((v == 0) | (v == 1)))
