@@ -33,7 +33,6 @@ from neurodeploy.kernels import process  # first: the settings the command runs 
 
 process.tune_for_cpu()   # the other tools' processes get their own settings (contenders.py)
 
-import argparse
 import json
 import shutil
 import sys
@@ -42,7 +41,7 @@ import time
 import numpy as np
 import torch
 
-from contenders import omp_policy, race_reports, timeit
+from contenders import omp_policy, race_arguments, race_reports, timeit
 
 # worker -> its OpenMP setting (contenders.SETTINGS)
 WORKERS = {"ours": "ours", "ours_no_counters": "ours", "ours_dense": "ours",
@@ -188,16 +187,7 @@ def print_row(r):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="pruned_squeezenet,squeezenet")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--timesteps", type=int, default=8)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = race_arguments(__doc__.splitlines()[0], WORKERS, "pruned_squeezenet,squeezenet", 64, 8).parse_args()
     if args.worker:     # one contender, in this fresh process (see contenders.py)
         print(json.dumps(worker_report(args.worker, args.models, args.batch, args.timesteps, args.device,
                                        args.repeats)))

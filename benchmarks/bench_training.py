@@ -17,13 +17,12 @@ from neurodeploy.kernels import process  # first: the settings the command runs 
 
 process.tune_for_cpu()   # snnTorch's processes get NEURODEPLOY_PASSIVE_OPENMP=0 (contenders.py)
 
-import argparse
 import json
 
 import torch
 import torch.nn.functional as F
 
-from contenders import omp_policy, race, timeit
+from contenders import omp_policy, race, race_arguments, timeit
 from step_loops import step_loop, with_leaky
 
 
@@ -87,16 +86,7 @@ def bench_model(name, batch, timesteps, device, repeats, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="pruned_squeezenet")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--timesteps", type=int, default=4)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = race_arguments(__doc__.splitlines()[0], WORKERS, "pruned_squeezenet", 32, 4).parse_args()
     if args.worker:     # one contender, in this fresh process (see contenders.py)
         print(json.dumps({"seconds": step_time(*contender_step(args.worker, args.models, args.batch,
                                                                 args.timesteps, args.device), args.repeats)}))

@@ -20,6 +20,7 @@ its best (and whatever else it prints in its JSON line: outputs, kernel choices)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -29,6 +30,22 @@ import time
 from neurodeploy.kernels import host_threads
 
 SETTINGS = ("ours", "default", "passive")
+
+
+def race_arguments(description: str, workers: dict, models: str, batch: int,
+                   timesteps: int) -> argparse.ArgumentParser:
+    """The options every race benchmark takes (``--worker``, hidden, runs one contender in
+    this process: what race() starts)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--models", default=models)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--timesteps", type=int, default=timesteps)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", choices=sorted(workers), help=argparse.SUPPRESS)
+    return ap
 
 
 def contender_env(setting: str) -> dict:
