@@ -188,7 +188,7 @@ class FusedPopulation(nn.Module):
       the same values).
 
     Holds the model's own modules; built by :func:`fuse_populations`. Where the fused
-    loops do not apply (GPU, Loihi-aware ConvBNs, synchronised BatchNorm, no numba) it runs the modules as they are.
+    loops do not apply (GPU, Loihi-aware ConvBNs, no numba) it runs the modules as they are.
     """
 
     def __init__(self, lif: LIF, pool: nn.AvgPool2d | None = None, sources: tuple = (),
@@ -202,11 +202,13 @@ class FusedPopulation(nn.Module):
         return list(x.split(list(self.splits), 1)) if self.splits else [x] * len(self.sources)
 
     def _normalise_here(self, x) -> bool:
-        # the loop takes the statistics of this process's batch: a BatchNorm synchronised
-        # across processes (training.distributed) runs as itself
+        # BatchNorm2d, or the CPU's BatchNorm across the ranks of data-parallel training
+        # (training.distributed.CrossRankBatchNorm: the loop sums the statistics over the ranks)
         return (bool(self.sources) and dynamics.compiled_scan_fits(x, self.lif.coefficients(x.device))
-                and all(s.training and s.loihi_step is None and type(s.bn) is nn.BatchNorm2d and s.bn.training
-                        and s.bn.affine and s.bn.track_running_stats for s in self.sources))
+                and all(s.training and s.loihi_step is None and s.bn.training and s.bn.affine
+                        and s.bn.track_running_stats
+                        and (type(s.bn) is nn.BatchNorm2d or hasattr(s.bn, "sum_across_ranks"))
+                        for s in self.sources))
 
     def forward(self, x):
         lif, k = self.lif, _window(self.pool) if self.pool is not None else 1

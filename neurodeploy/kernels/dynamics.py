@@ -160,12 +160,12 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         saved, m0 = [], 0   # the part's first neuron (NCHW) or channel (rows): z's last axis counts them
         for part, gamma, beta, bn in zip(parts, gammas, betas, norms):
             z = _memory(part, rows)
-            mean, invstd = _batch_statistics(z, part.shape[2], bn)
+            mean, invstd, count = _batch_statistics(z, part.shape[2], bn)
             a = gamma.detach() * invstd
             fused = ((part.shape[2],) + hw, pool, 1.0 / pool ** 2)
             lif_cpu.lif_scan_train(z.numpy(), T, decay, gain, leak, threshold, threads, fused,
                                    (a.numpy(), (beta.detach() - mean * a).numpy()), into=(out, membrane, m0))
-            saved.append((z, mean, invstd, a, m0, fused, part.shape))
+            saved.append((z, mean, invstd, a, m0, fused, part.shape, count, _across_ranks(bn)))
             m0 += z.shape[-1]
         ctx.save_for_backward(torch.from_numpy(membrane))
         ctx.parts, ctx.summed, ctx.rows = saved, static, rows
@@ -179,19 +179,20 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         decay, gain, threshold, slope, threads = ctx.args
         g = _memory(grad_out, ctx.rows).numpy()
         grads, dgammas, dbetas = [], [], []
-        for z, mean, invstd, a, m0, fused, shape in ctx.parts:
+        for z, mean, invstd, a, m0, fused, shape, n, across_ranks in ctx.parts:
             # BatchNorm's backward, y = a (z - mean) + beta with a = gamma invstd: the loop gives
             # dL/dy and per channel S_g = sum dL/dy, S_x = sum dL/dy (z - mean); with N values
             # per channel, dL/dz = a (dL/dy - S_g / N - (z - mean) invstd^2 S_x / N),
-            # dL/dgamma = invstd S_x and dL/dbeta = S_g
+            # dL/dgamma = invstd S_x and dL/dbeta = S_g. Across ranks, N, S_g and S_x in dL/dz
+            # are the whole batch's; dL/dgamma and dL/dbeta stay this rank's (DDP sums them)
             grad, sums = lif_cpu.lif_scan_backward(g, membrane.numpy(), decay, gain, threshold, slope, threads,
                                                    fused, summed=ctx.summed, norm=(z.numpy(), mean.numpy()),
                                                    part=(m0, z.shape[-1]))
-            n = z.numel() / len(mean)
             s_g, s_x = torch.from_numpy(sums[:, 0]), torch.from_numpy(sums[:, 1])
+            total_g, total_x = across_ranks(torch.stack([s_g, s_x])) if across_ranks else (s_g, s_x)
             a64, inv64, mean64 = a.double(), invstd.double(), mean.double()
-            coef_x = -a64 * inv64 ** 2 * s_x / n
-            coef_1 = -a64 * s_g / n - mean64 * coef_x
+            coef_x = -a64 * inv64 ** 2 * total_x / n
+            coef_1 = -a64 * total_g / n - mean64 * coef_x
             lif_cpu.normalise_backward(grad, z.numpy(), a.numpy(), coef_x.float().numpy(),
                                        coef_1.float().numpy(), threads)
             grads.append(_tensor(grad, shape, ctx.rows))
@@ -200,21 +201,36 @@ class _CompiledNormalisedScan(torch.autograd.Function):
         return (None, None, None, None, None, *grads, *dgammas, *dbetas)
 
 
-def _batch_statistics(z: torch.Tensor, channels: int, bn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel batch mean and 1/sqrt(var + eps) of z (rows, B, channels * H*W), or of
-    channels-last rows (rows, B, H*W, channels): the statistics BatchNorm2d ``bn``
-    normalises with in training (computed in one pass, lif_cpu.channel_statistics), and
-    its running statistics updated as it updates them."""
+def _across_ranks(bn):
+    """The BatchNorm's sum over the ranks of data-parallel training, where it normalises with
+    the whole batch's statistics (``training.distributed.CrossRankBatchNorm``); else None."""
+    return getattr(bn, "sum_across_ranks", None)
+
+
+def _batch_statistics(z: torch.Tensor, channels: int, bn) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Per-channel batch mean, 1/sqrt(var + eps) and the count of values of z (rows, B,
+    channels * H*W), or of channels-last rows (rows, B, H*W, channels): the statistics
+    BatchNorm2d ``bn`` normalises with in training (computed in one pass,
+    lif_cpu.channel_statistics), and its running statistics updated as it updates them.
+    A BatchNorm of the whole batch across ranks (:func:`_across_ranks`) sums each rank's
+    count, sum and sum of squares (float64), as ``_GlobalBatchNorm`` does."""
     from . import lif_cpu
     with torch.no_grad():
-        mean, var = (torch.from_numpy(v).float()
-                     for v in lif_cpu.channel_statistics(z.numpy(), channels, torch.get_num_threads()))
-        n = z.numel() // channels
+        mean, var = (torch.from_numpy(v) for v in lif_cpu.channel_statistics(z.numpy(), channels,
+                                                                             torch.get_num_threads()))
+        n = float(z.numel() // channels)
+        across_ranks = _across_ranks(bn)
+        if across_ranks is not None:
+            sums = across_ranks(torch.stack([torch.full_like(mean, n), n * mean, n * (var + mean ** 2)]))
+            n = float(sums[0, 0])
+            mean = sums[1] / n
+            var = (sums[2] / n - mean ** 2).clamp_min(0)
+        mean, var = mean.float(), var.float()
         bn.num_batches_tracked.add_(1)
         m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
         bn.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
-        return mean, torch.rsqrt(var + bn.eps)
+        return mean, torch.rsqrt(var + bn.eps), n
 
 
 def compiled_scan_fits(current: torch.Tensor, c: LIFCoefficients) -> bool:

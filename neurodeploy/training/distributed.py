@@ -308,6 +308,13 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
                                       self.running_mean if self.track_running_stats else None,
                                       self.running_var if self.track_running_stats else None, self.eps, momentum)
 
+    def sum_across_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (float64) summed over the ranks, in place, when several train: the fused LIF
+        loops of training (kernels.dynamics) normalise with the whole batch through this."""
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(t)
+        return t
+
     @classmethod
     def convert(cls, module: nn.Module) -> nn.Module:
         """``module`` with every torch BatchNorm1d/2d in it replaced (the same parameters

@@ -6,7 +6,8 @@ environment (MASTER_PORT chosen by rank 0 whenever a job joins). Runs the jobs o
 * ``batchnorm``: CrossRankBatchNorm on this rank's share of a seeded batch: its output,
   input gradient, parameter gradients and running statistics;
 * ``train``: train() of a tiny config, the model's parameters and buffers after every
-  optimiser step. ``stop_after``: KeyboardInterrupt after that many steps (as Ctrl-C
+  optimiser step (and in ``.summed`` how often the fused LIF loops summed BatchNorm
+  statistics across the ranks). ``stop_after``: KeyboardInterrupt after that many steps (as Ctrl-C
   would); ``fail_rank``: that rank raises after its first step. Either leaves the process
   group (the next job joins it again); the error a job ended with goes to ``.error``
   instead.
@@ -66,7 +67,14 @@ def run_training(job, rank, out: Path):
         if job.get("fail_rank") == rank:
             raise RuntimeError(f"rank {rank} made to fail")
 
-    train(tiny_config(**job["config"]), out / job["name"], after_step=record, sync_bn=job.get("sync_bn", False))
+    # how often the fused LIF loops summed BatchNorm statistics across the ranks
+    summed, across = [], distributed.CrossRankBatchNorm.sum_across_ranks
+    distributed.CrossRankBatchNorm.sum_across_ranks = lambda bn, t: summed.append(1) or across(bn, t)
+    try:
+        train(tiny_config(**job["config"]), out / job["name"], after_step=record, sync_bn=job.get("sync_bn", False))
+    finally:
+        distributed.CrossRankBatchNorm.sum_across_ranks = across
+        (out / f"{job['name']}.rank{rank}.summed").write_text(str(len(summed)))
     return steps
 
 
