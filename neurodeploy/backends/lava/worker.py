@@ -155,7 +155,10 @@ def _die_with_parent(request: Path) -> None:
     import threading
 
     parent = os.getppid()
-    graph = Path(json.loads(request.read_text()).get("graph", "")) if request.is_file() else None
+    try:
+        graph = Path(json.loads(request.read_text())["graph"])
+    except (OSError, ValueError, KeyError, TypeError):   # main() says what is wrong with the request
+        graph = None
     folders = [request.parent] + ([graph.parent] if graph is not None
                                   and graph.parent.name.startswith("neurodeploy-lava-graph-") else [])
 
