@@ -146,10 +146,10 @@ def _watch_children(interval: float = 0.5):
 
 def _die_with_parent(request: Path) -> None:
     """If the process that started us goes away (killed, crashed, or a program using the
-    library ended by a signal it does not handle), take our whole process group (Lava's
-    model processes included) down with us, and remove what that process would have
-    removed: the run's folder (the request's) and a graph folder made for its program
-    (``neurodeploy-lava-graph-*``)."""
+    library ended by a signal it does not handle), exit; and where we lead our own
+    process group, as the main side starts us, first take the group (Lava's model
+    processes) down and remove what that process would have removed: the run's folder
+    (the request's) and a graph folder made for its program (``neurodeploy-lava-graph-*``)."""
     import shutil
     import signal
     import threading
@@ -201,11 +201,10 @@ def _stop_group_but_us(grace: float = 2.0) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 2:
-        _die_with_parent(Path(sys.argv[1]))
     if len(sys.argv) != 2:
         print("usage: python -m neurodeploy.backends.lava.worker REQUEST.json", file=sys.stderr)
         sys.exit(2)
+    _die_with_parent(Path(sys.argv[1]))
     try:
         code = main(sys.argv[1])
     except Exception as e:  # one line for the caller, the traceback above it for --debug
