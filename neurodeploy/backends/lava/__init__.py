@@ -41,6 +41,8 @@ from . import procfs
 from .runtime import ensure_runtime, install_runtime, runtime_path, runtime_status
 
 PRECISIONS = ("fixed", "float")
+# the folder a program's graph object is written to; its worker removes it if the program dies
+GRAPH_FOLDER_PREFIX = "neurodeploy-lava-graph-"
 
 
 def repo_root() -> Path:
@@ -254,7 +256,7 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     try:
-        return any(int(stat[2]) == pgid and stat[0] not in (b"Z", b"X") for _, stat in procfs.stats())
+        return bool(procfs.live_in_group(pgid))
     except OSError:        # no /proc: trust kill(0)
         return True
 
@@ -313,7 +315,7 @@ def compile(graph, *, source=None, precision: str = "fixed", route: str = "loihi
             graph = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata=dict(graph.metadata or {}),
                                  type_check=False)
             with_conventions(graph, replace(conventions_of(graph), dt=float(dt)))
-        keep = tempfile.TemporaryDirectory(prefix="neurodeploy-lava-graph-")
+        keep = tempfile.TemporaryDirectory(prefix=GRAPH_FOLDER_PREFIX)
         source = write_graph(Path(keep.name) / "graph.nir", graph)
     try:
         plan = _plan(graph)

@@ -17,3 +17,8 @@ def stats():
                 yield int(entry.name), f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
+
+
+def live_in_group(pgid: int) -> list:
+    """The pids of the process group that still run (zombies, which hold no files, do not count)."""
+    return [pid for pid, stat in stats() if int(stat[2]) == pgid and stat[0] not in (b"Z", b"X")]

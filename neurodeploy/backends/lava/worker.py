@@ -149,10 +149,11 @@ def _die_with_parent(request: Path) -> None:
     library ended by a signal it does not handle), exit; and where we lead our own
     process group, as the main side starts us, first take the group (Lava's model
     processes) down and remove what that process would have removed: the run's folder
-    (the request's) and a graph folder made for its program (``neurodeploy-lava-graph-*``)."""
+    (the request's) and a graph folder made for its program (``GRAPH_FOLDER_PREFIX*``)."""
     import shutil
     import signal
     import threading
+    from . import GRAPH_FOLDER_PREFIX
 
     parent = os.getppid()
     try:
@@ -160,7 +161,7 @@ def _die_with_parent(request: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError):   # main() says what is wrong with the request
         graph = None
     folders = [request.parent] + ([graph.parent] if graph is not None
-                                  and graph.parent.name.startswith("neurodeploy-lava-graph-") else [])
+                                  and graph.parent.name.startswith(GRAPH_FOLDER_PREFIX) else [])
 
     def watch():
         while True:
@@ -181,15 +182,11 @@ def _die_with_parent(request: Path) -> None:
 def _stop_group_but_us(grace: float = 2.0) -> None:
     """SIGKILL every other process of our group and wait (bounded) until none runs."""
     import signal
-    from .procfs import stats
+    from .procfs import live_in_group
     me, group = os.getpid(), os.getpgrp()
-
-    def others():
-        return [pid for pid, stat in stats()
-                if pid != me and int(stat[2]) == group and stat[0] not in (b"Z", b"X")]
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        alive = others()
+        alive = [pid for pid in live_in_group(group) if pid != me]
         if not alive:
             return
         for pid in alive:
